@@ -1,0 +1,359 @@
+"""What every backend shares: validation, serialization and process-local channels.
+
+A layer instance is one *process*. Its process-local channels (``prefix.<process>!<token>``)
+are asyncio queues in this process, fed by one inbox on the broker. Group membership is kept
+on the broker per process, not per channel: a ``group_send`` reaches each process with members
+once, and the process hands a copy to each of its local members. Backends implement the
+broker primitives (the ``_`` methods at the end); the public API lives here once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar
+
+import msgpack
+
+from .exceptions import ChannelFull, LayerClosed
+from .names import is_process_local, process_of, validate_channel, validate_group
+from .serialization import Serializer, validate_message
+
+logger = logging.getLogger("app.channels")
+
+DEFAULT_MAX_MESSAGE_SIZE = 2 * 1024 * 1024
+_CHANNEL_ENTRY = 0
+_GROUP_ENTRY = 1
+
+
+class BaseChannelLayer(ABC):
+    """The public channel layer API; subclasses plug in a broker."""
+
+    extensions: ClassVar[list[str]] = ["groups", "flush"]
+    #: Maps the seed's environment variables (``FASTAPI_WEBSOCKETS_<NAME>_*``) to config keys.
+    env_model: ClassVar[type[Any] | None] = None
+
+    def __init__(
+        self,
+        *,
+        prefix: str = "fastapi-websockets",
+        expiry: float = 60,
+        group_expiry: float = 86400,
+        capacity: int = 100,
+        inbox_capacity: int = 10_000,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        symmetric_encryption_keys: Sequence[str | bytes] | None = None,
+        channel_expiry: float | None = None,
+    ) -> None:
+        self.prefix = validate_group(prefix)
+        self.expiry = float(channel_expiry if channel_expiry is not None else expiry)
+        self.group_expiry = float(group_expiry)
+        self.capacity = int(capacity)
+        self.inbox_capacity = int(inbox_capacity)
+        for key, value in (("expiry", self.expiry), ("group_expiry", self.group_expiry),
+                           ("capacity", self.capacity), ("inbox_capacity", self.inbox_capacity),
+                           ("max_message_size", max_message_size)):
+            if value <= 0:
+                from .exceptions import ConfigurationError
+
+                raise ConfigurationError(f"{key} must be positive, got {value!r}")
+        self.serializer = Serializer(max_message_size, symmetric_encryption_keys)
+        #: This process's id: the part of its channel names before ``!``.
+        self.process_id = secrets.token_hex(8)
+        self._local: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._local_groups: dict[str, dict[str, float]] = {}  # group -> {channel: expires_at}
+        self._named_buffers: dict[str, asyncio.Queue[tuple[float, dict[str, Any]]]] = {}
+        self._named_fetchers: dict[str, asyncio.Task[None]] = {}
+        self._inbox_task: asyncio.Task[None] | None = None
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._closed = False
+        #: Messages dropped because a local channel was full or unknown (for metrics).
+        self.dropped = 0
+
+    # ------------------------------------------------------------------ public API
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        """Send ``message`` to ``channel``; raises ``ChannelFull`` when it holds ``capacity`` messages."""
+        self._check_open()
+        validate_channel(channel)
+        data = self.serializer.dumps(validate_message(message), self.expiry)
+        if is_process_local(channel) and process_of(channel) == self.process_id:
+            self._put_local(channel, message, raise_full=True, data=data)
+            return
+        await self._send(channel, data)
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        """Wait for the next message on ``channel``. Cancelling never loses a message."""
+        self._check_open()
+        validate_channel(channel)
+        if is_process_local(channel):
+            if process_of(channel) != self.process_id:
+                raise ValueError(f"channel {channel!r} belongs to another process; receive it there")
+            self._ensure_tasks()
+            return await self._local_queue(channel).get()
+        return await self._receive_named_buffered(channel)
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        """A new process-local channel name, readable only in this process."""
+        self._check_open()
+        validate_group(prefix)
+        channel = f"{prefix}.{self.process_id}!{secrets.token_hex(12)}"
+        self._local_queue(channel)
+        self._ensure_tasks()
+        return channel
+
+    def release_channel(self, channel: str) -> None:
+        """Forget a process-local channel's buffer (call when its consumer is gone)."""
+        self._local.pop(channel, None)
+
+    async def group_add(self, group: str, channel: str) -> None:
+        self._check_open()
+        validate_group(group)
+        validate_channel(channel)
+        if is_process_local(channel) and process_of(channel) == self.process_id:
+            members = self._local_groups.setdefault(group, {})
+            first = not members
+            members[channel] = time.time() + self.group_expiry
+            if first:
+                await self._group_join(group)
+            return
+        await self._group_add_channel(group, channel)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        self._check_open()
+        validate_group(group)
+        validate_channel(channel)
+        members = self._local_groups.get(group)
+        if members is not None and members.pop(channel, None) is not None:
+            if not members:
+                del self._local_groups[group]
+                await self._group_leave(group)
+            return
+        await self._group_discard_channel(group, channel)
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        """Send to every member; members whose channel is full miss this message (Channels semantics)."""
+        self._check_open()
+        validate_group(group)
+        data = self.serializer.dumps(validate_message(message), self.expiry)
+        await self._group_send(group, data)
+
+    async def flush(self) -> None:
+        """Delete every message and group of this layer's prefix (tests use it)."""
+        self._check_open()
+        self._local_groups.clear()
+        for queue in self._local.values():
+            while not queue.empty():
+                queue.get_nowait()
+        self._named_buffers.clear()
+        await self._flush()
+
+    async def close(self) -> None:
+        """Release connections and tasks. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [t for t in (self._inbox_task, self._refresh_task, *self._named_fetchers.values()) if t]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def __aenter__(self) -> BaseChannelLayer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ local delivery
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LayerClosed(f"{type(self).__name__} is closed; create a new layer")
+
+    def _local_queue(self, channel: str) -> asyncio.Queue[dict[str, Any]]:
+        queue = self._local.get(channel)
+        if queue is None:
+            queue = self._local[channel] = asyncio.Queue(self.capacity)
+        return queue
+
+    def _put_local(self, channel: str, message: dict[str, Any], *, raise_full: bool = False, data: bytes = b"") -> None:
+        queue = self._local.get(channel)
+        if queue is None:
+            self.dropped += 1
+            return
+        if queue.full():
+            if raise_full:
+                raise ChannelFull(f"channel {channel!r} is full ({self.capacity} messages)")
+            self.dropped += 1
+            return
+        # A sender in this process gets the same isolation as a remote one: a decoded copy.
+        queue.put_nowait(self.serializer.loads(data)[1] if data else message)
+
+    def _deliver_group_locally(self, group: str, message: dict[str, Any]) -> None:
+        members = self._local_groups.get(group)
+        if not members:
+            return
+        now = time.time()
+        for channel, expires_at in list(members.items()):
+            if expires_at < now:
+                del members[channel]
+                continue
+            self._put_local(channel, dict(message))
+
+    def _group_entry(self, group: str, data: bytes) -> bytes:
+        """The inbox entry a backend delivers once per process for a group message."""
+        return msgpack.packb([_GROUP_ENTRY, group, data], use_bin_type=True)
+
+    def _channel_entry(self, channel: str, data: bytes) -> bytes:
+        """The inbox entry for a message to one process-local channel."""
+        return msgpack.packb([_CHANNEL_ENTRY, channel, data], use_bin_type=True)
+
+    def _deliver_entry(self, entry: bytes) -> None:
+        """Hand one inbox entry to the local channels it is for. Never raises."""
+        try:
+            kind, name, data = msgpack.unpackb(entry, raw=False)
+            expires_at, message = self.serializer.loads(data)
+        except Exception:
+            logger.exception("dropping an undecodable inbox entry")
+            self.dropped += 1
+            return
+        if expires_at < time.time():
+            self.dropped += 1
+        elif kind == _GROUP_ENTRY:
+            self._deliver_group_locally(name, message)
+        else:
+            self._put_local(name, message)
+
+    def _ensure_tasks(self) -> None:
+        if self._inbox_task is None:
+            self._inbox_task = self._supervise("inbox", lambda: self._consume_inbox(self._deliver_entry))
+            self._refresh_task = self._supervise("group refresh", self._refresh_loop)
+
+    def _supervise(self, what: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        """Run ``run`` forever, restarting it with backoff when the broker fails."""
+
+        async def loop() -> None:
+            delay = 0.05
+            while not self._closed:
+                started = time.monotonic()
+                try:
+                    await run()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if time.monotonic() - started > 10:
+                        delay = 0.05
+                    logger.warning("%s %s failed (%s); retrying in %.2fs", type(self).__name__, what, exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+
+        return asyncio.get_running_loop().create_task(loop(), name=f"{type(self).__name__} {what}")
+
+    async def _refresh_loop(self) -> None:
+        """Expire local members past group_expiry and renew this process's broker leases."""
+        interval = self.refresh_interval
+        while True:
+            await asyncio.sleep(interval)
+            now = time.time()
+            for group, members in list(self._local_groups.items()):
+                for channel in [c for c, expires_at in members.items() if expires_at < now]:
+                    del members[channel]
+                if not members:
+                    del self._local_groups[group]
+                    await self._group_leave(group)
+            if self._local_groups:
+                await self._group_refresh(list(self._local_groups))
+
+    @property
+    def refresh_interval(self) -> float:
+        """How often process leases on groups are renewed; leases last three intervals."""
+        return min(self.group_expiry / 3, 10.0)
+
+    # ------------------------------------------------------------------ named channels
+
+    async def _receive_named_buffered(self, channel: str) -> dict[str, Any]:
+        """One fetch task per channel feeds a buffer; a cancelled receiver leaves the message there."""
+        buffer = self._named_buffers.get(channel)
+        if buffer is None:
+            buffer = self._named_buffers[channel] = asyncio.Queue()
+        while True:
+            while not buffer.empty():
+                expires_at, message = buffer.get_nowait()
+                if expires_at >= time.time():
+                    return message
+            fetcher = self._named_fetchers.get(channel)
+            if fetcher is None or fetcher.done():
+                fetcher = self._named_fetchers[channel] = asyncio.get_running_loop().create_task(
+                    self._fetch_named(channel, buffer)
+                )
+            await asyncio.wait({fetcher})
+            self._check_open()
+
+    async def _fetch_named(self, channel: str, buffer: asyncio.Queue[tuple[float, dict[str, Any]]]) -> None:
+        try:
+            data = await self._receive(channel)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("receive on %r failed (%s); retrying", channel, exc)
+            await asyncio.sleep(0.5)
+            return
+        if data is not None:
+            buffer.put_nowait(self.serializer.loads(data))
+
+    # ------------------------------------------------------------------ broker primitives
+
+    @abstractmethod
+    async def _send(self, channel: str, data: bytes) -> None:
+        """Deliver to a named channel, or to another process's inbox for a ``!`` channel
+        (wrap with ``_channel_entry``). Raise ``ChannelFull`` when over capacity."""
+
+    @abstractmethod
+    async def _receive(self, channel: str) -> bytes | None:
+        """Pop one message of a named channel, waiting a bounded time; ``None`` on timeout."""
+
+    @abstractmethod
+    async def _consume_inbox(self, deliver: Callable[[bytes], None]) -> None:
+        """Feed every entry of this process's inbox to ``deliver``, forever."""
+
+    @abstractmethod
+    async def _group_join(self, group: str) -> None:
+        """Make this process receive ``group``'s messages (its first local member joined)."""
+
+    @abstractmethod
+    async def _group_leave(self, group: str) -> None:
+        """Stop receiving ``group``'s messages (its last local member left)."""
+
+    async def _group_refresh(self, groups: list[str]) -> None:  # noqa: B027 - optional hook
+        """Renew this process's membership lease of ``groups`` (brokers without leases skip it)."""
+
+    @abstractmethod
+    async def _group_add_channel(self, group: str, channel: str) -> None:
+        """Add a named channel (or another process's channel) to ``group`` itself."""
+
+    @abstractmethod
+    async def _group_discard_channel(self, group: str, channel: str) -> None: ...
+
+    @abstractmethod
+    async def _group_send(self, group: str, data: bytes) -> None:
+        """Deliver ``_group_entry(group, data)`` once to every member process's inbox,
+        and ``data`` to every channel added with ``_group_add_channel``."""
+
+    @abstractmethod
+    async def _flush(self) -> None: ...
+
+    @abstractmethod
+    async def _close(self) -> None: ...

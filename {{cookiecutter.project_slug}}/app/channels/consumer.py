@@ -1,0 +1,202 @@
+"""Channels-style consumers for FastAPI WebSockets (the only module that imports Starlette).
+
+A consumer owns one socket and one process-local channel. Layer messages are dispatched by
+``type`` (``chat.message`` -> ``chat_message``) in their own task; every outgoing frame goes
+through a bounded queue drained by one writer task, so a client that stops reading is closed
+(1013) instead of stalling its room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any, ClassVar
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from .base import BaseChannelLayer
+
+logger = logging.getLogger("app.channels.consumer")
+
+CLOSE_SLOW_CONSUMER = 1013
+CLOSE_INVALID_DATA = 1007
+
+
+class AsyncWebSocketConsumer:
+    """Override ``connect``, ``receive``, ``disconnect`` and one method per layer message type."""
+
+    #: Groups joined on connect and left on disconnect.
+    groups: ClassVar[list[str]] = []
+    #: Outgoing frames queued per connection before it counts as a slow consumer.
+    send_queue_size: ClassVar[int] = 256
+
+    def __init__(self, layer: BaseChannelLayer | None = None) -> None:
+        self.channel_layer = layer
+        self.channel_name = ""
+        self.joined_groups: set[str] = set()
+        self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(self.send_queue_size)
+        self._closing = False
+
+    async def __call__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self.scope = websocket.scope
+        self.path_params: dict[str, Any] = websocket.path_params
+        self.query_params = websocket.query_params
+        tasks: list[asyncio.Task[None]] = []
+        close_code = 1000
+        try:
+            if self.channel_layer is not None:
+                self.channel_name = await self.channel_layer.new_channel("ws")
+                tasks.append(asyncio.create_task(self._read_layer()))
+                for group in self.groups:
+                    await self.group_add(group)
+            await self.connect()
+            if websocket.application_state == WebSocketState.CONNECTED:
+                tasks.append(asyncio.create_task(self._write()))
+                close_code = await self._read_socket()
+        except WebSocketDisconnect as exc:
+            close_code = exc.code
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self._leave_all()
+            with contextlib.suppress(Exception):
+                await self.disconnect(close_code)
+
+    # ------------------------------------------------------------------ override these
+
+    async def connect(self) -> None:
+        await self.accept()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        pass
+
+    async def disconnect(self, code: int) -> None:
+        pass
+
+    # ------------------------------------------------------------------ helpers
+
+    async def accept(self, subprotocol: str | None = None) -> None:
+        await self.websocket.accept(subprotocol=subprotocol)
+
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Queue one frame; a full queue closes the connection with 1013."""
+        frame: dict[str, Any] = {"type": "websocket.send"}
+        if bytes_data is not None:
+            frame["bytes"] = bytes_data
+        else:
+            frame["text"] = text_data
+        self._queue(frame)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self._closing = True
+        frame = {"type": "websocket.close", "code": code, "reason": reason}
+        try:
+            self._outbox.put_nowait(frame)
+        except asyncio.QueueFull:
+            with contextlib.suppress(Exception):
+                await self.websocket.close(code, reason)
+
+    async def group_add(self, group: str) -> None:
+        assert self.channel_layer is not None, "this consumer has no channel layer"
+        await self.channel_layer.group_add(group, self.channel_name)
+        self.joined_groups.add(group)
+
+    async def group_discard(self, group: str) -> None:
+        assert self.channel_layer is not None, "this consumer has no channel layer"
+        self.joined_groups.discard(group)
+        await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Call the handler named after ``message["type"]``."""
+        name = str(message.get("type", "")).replace(".", "_")
+        handler = None if name.startswith("_") else getattr(self, name, None)
+        if handler is None:
+            logger.warning("%s has no handler for message type %r", type(self).__name__, message.get("type"))
+            return
+        await handler(message)
+
+    async def websocket_send(self, message: dict[str, Any]) -> None:
+        """The ``websocket.send`` envelope: ``mode`` json or bytes, with ``body``."""
+        if message.get("mode") == "bytes":
+            await self.send(bytes_data=message["body"])
+        else:
+            await self.send(text_data=json.dumps(message.get("body"), separators=(",", ":")))
+
+    # ------------------------------------------------------------------ internals
+
+    def _queue(self, frame: dict[str, Any]) -> None:
+        if self._closing:
+            return
+        try:
+            self._outbox.put_nowait(frame)
+        except asyncio.QueueFull:
+            logger.warning("closing a slow consumer: %d frames unsent", self._outbox.qsize())
+            self._closing = True
+            asyncio.get_running_loop().create_task(self.websocket.close(CLOSE_SLOW_CONSUMER, "too slow"))
+
+    async def _write(self) -> None:
+        while True:
+            frame = await self._outbox.get()
+            if frame is None:
+                return
+            await self.websocket.send(frame)
+            if frame["type"] == "websocket.close":
+                return
+
+    async def _read_socket(self) -> int:
+        while True:
+            frame = await self.websocket.receive()
+            if frame["type"] == "websocket.disconnect":
+                return int(frame.get("code") or 1000)
+            await self.receive(text_data=frame.get("text"), bytes_data=frame.get("bytes"))
+
+    async def _read_layer(self) -> None:
+        assert self.channel_layer is not None
+        while True:
+            message = await self.channel_layer.receive(self.channel_name)
+            try:
+                await self.dispatch(message)
+            except Exception:
+                logger.exception("handler for %r failed", message.get("type"))
+
+    async def _leave_all(self) -> None:
+        if self.channel_layer is None or self.channel_layer.closed:
+            return
+        for group in list(self.joined_groups):
+            with contextlib.suppress(Exception):
+                await self.group_discard(group)
+        self.channel_layer.release_channel(self.channel_name)
+
+
+class AsyncJsonWebSocketConsumer(AsyncWebSocketConsumer):
+    """Text frames are JSON documents: override ``receive_json``."""
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            await self.receive_bytes(bytes_data or b"")
+            return
+        try:
+            content = json.loads(text_data)
+        except ValueError as exc:
+            await self.invalid_json(str(exc))
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content: Any) -> None:
+        pass
+
+    async def receive_bytes(self, bytes_data: bytes) -> None:
+        pass
+
+    async def invalid_json(self, error: str) -> None:
+        """A text frame that is not JSON; by default the connection closes with 1007."""
+        await self.close(CLOSE_INVALID_DATA, "invalid JSON")
+
+    async def send_json(self, content: Any) -> None:
+        await self.send(text_data=json.dumps(content, separators=(",", ":")))

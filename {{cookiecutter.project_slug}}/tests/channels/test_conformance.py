@@ -1,0 +1,249 @@
+"""The backend conformance suite: every backend passes every test here against its real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from app.channels import BaseChannelLayer, ChannelFull, LayerClosed
+
+from ..conftest import LayerFactory
+
+TIMEOUT = 10
+
+
+async def receive(layer, channel: str, timeout: float = TIMEOUT) -> dict:  # type: ignore[no-untyped-def]
+    return await asyncio.wait_for(layer.receive(channel), timeout)
+
+
+async def assert_nothing(layer, channel: str, wait: float = 0.5) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive(channel), wait)
+
+
+def two_layers(make_layer: LayerFactory, backend: str) -> tuple[BaseChannelLayer, BaseChannelLayer]:
+    """Two processes' layers; the in-memory layer cannot cross instances, so it plays both."""
+    first = make_layer()
+    return first, (first if backend == "inmemory" else make_layer())
+
+
+async def test_send_receive_named_channel(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    await layer.send("test.named", {"type": "test.message", "text": "hello"})
+    assert await receive(layer, "test.named") == {"type": "test.message", "text": "hello"}
+
+
+async def test_named_channel_is_fifo(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    for n in range(20):
+        await layer.send("test.fifo", {"type": "m", "n": n})
+    assert [(await receive(layer, "test.fifo"))["n"] for _ in range(20)] == list(range(20))
+
+
+async def test_process_local_channel(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    channel = await layer.new_channel()
+    assert "!" in channel
+    assert channel != await layer.new_channel()
+    await layer.send(channel, {"type": "test.message", "n": 1})
+    assert await receive(layer, channel) == {"type": "test.message", "n": 1}
+
+
+async def test_send_to_another_process_channel(make_layer: LayerFactory, backend: str) -> None:
+    if backend == "inmemory":
+        pytest.skip("the in-memory layer does not cross layer instances")
+    receiver, sender = make_layer(), make_layer()
+    channel = await receiver.new_channel()
+    for n in range(5):
+        await sender.send(channel, {"type": "m", "n": n})
+    assert [(await receive(receiver, channel))["n"] for _ in range(5)] == list(range(5))
+    with pytest.raises(ValueError, match="another process"):
+        await sender.receive(channel)
+
+
+async def test_groups(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    one, two = await layer.new_channel(), await layer.new_channel()
+    await layer.group_add("room:a", one)
+    await layer.group_add("room:a", two)
+    await layer.group_send("room:a", {"type": "chat.message", "text": "hi"})
+    assert (await receive(layer, one))["text"] == "hi"
+    assert (await receive(layer, two))["text"] == "hi"
+    await layer.group_discard("room:a", one)
+    await layer.group_send("room:a", {"type": "chat.message", "text": "second"})
+    assert (await receive(layer, two))["text"] == "second"
+    await assert_nothing(layer, one)
+
+
+async def test_group_with_named_channel_and_two_processes(make_layer: LayerFactory, backend: str) -> None:
+    first, second = make_layer(), make_layer()
+    local = await first.new_channel()
+    await first.group_add("grp", local)
+    await first.group_add("grp", "worker.named")
+    remote = None
+    if backend != "inmemory":
+        remote = await second.new_channel()
+        await second.group_add("grp", remote)
+    sender = second if backend != "inmemory" else first
+    await sender.group_send("grp", {"type": "g", "n": 1})
+    assert (await receive(first, local))["n"] == 1
+    assert (await receive(first, "worker.named"))["n"] == 1
+    if remote is not None:
+        assert (await receive(second, remote))["n"] == 1
+        # a channel of another process can be added to a group from here, and discarded again
+        await first.group_add("other", remote)
+        await first.group_send("other", {"type": "g", "n": 2})
+        assert (await receive(second, remote))["n"] == 2
+        await first.group_discard("other", remote)
+        await first.group_send("other", {"type": "g", "n": 3})
+        await assert_nothing(second, remote)
+
+
+async def test_group_discard_of_unknown_member_is_harmless(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    await layer.group_discard("nobody-here", "never.added")
+    await layer.group_send("nobody-here", {"type": "g"})
+
+
+async def test_capacity_named(make_layer: LayerFactory) -> None:
+    layer = make_layer(capacity=3)
+    for n in range(3):
+        await layer.send("test.full", {"type": "m", "n": n})
+    with pytest.raises(ChannelFull, match="test.full"):
+        await layer.send("test.full", {"type": "m", "n": 3})
+    assert (await receive(layer, "test.full"))["n"] == 0
+
+
+async def test_capacity_local(make_layer: LayerFactory) -> None:
+    layer = make_layer(capacity=3)
+    channel = await layer.new_channel()
+    for n in range(3):
+        await layer.send(channel, {"type": "m", "n": n})
+    with pytest.raises(ChannelFull):
+        await layer.send(channel, {"type": "m", "n": 3})
+    # a group send to a full channel drops silently instead
+    await layer.group_add("g", channel)
+    await layer.group_send("g", {"type": "m", "n": 4})
+    assert [(await receive(layer, channel))["n"] for _ in range(3)] == [0, 1, 2]
+    await assert_nothing(layer, channel)
+
+
+async def test_expiry(make_layer: LayerFactory) -> None:
+    layer = make_layer(expiry=1)
+    channel = await layer.new_channel()
+    await layer.send("test.expiring", {"type": "m"})
+    await layer.group_add("g", channel)
+    await asyncio.sleep(1.5)
+    await assert_nothing(layer, "test.expiring")
+    await layer.send("test.expiring", {"type": "m", "fresh": True})
+    assert (await receive(layer, "test.expiring"))["fresh"] is True
+
+
+async def test_group_expiry(make_layer: LayerFactory) -> None:
+    layer = make_layer(group_expiry=1)
+    channel = await layer.new_channel()
+    await layer.group_add("g", channel)
+    await layer.group_add("g", "test.named-member")
+    await asyncio.sleep(1.6)
+    await layer.group_send("g", {"type": "m"})
+    await assert_nothing(layer, channel)
+    await assert_nothing(layer, "test.named-member")
+
+
+async def test_cancelled_receive_loses_nothing(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    for channel in ("test.cancel", await layer.new_channel()):
+        task = asyncio.create_task(layer.receive(channel))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await layer.send(channel, {"type": "m", "n": 1})
+        assert (await receive(layer, channel))["n"] == 1
+        await assert_nothing(layer, channel, 0.3)
+
+
+async def test_racing_cancellations_neither_lose_nor_duplicate(make_layer: LayerFactory, backend: str) -> None:
+    sender, receiver = two_layers(make_layer, backend)
+    total = 200
+    got: list[int] = []
+    for channel in ("test.race", await receiver.new_channel()):
+        got.clear()
+
+        async def produce(channel: str = channel) -> None:
+            for n in range(total):
+                await sender.send(channel, {"type": "m", "n": n})
+                if n % 20 == 0:
+                    await asyncio.sleep(0.01)
+
+        producer = asyncio.create_task(produce())
+        rng = random.Random(7)
+        while len(got) < total:
+            try:
+                message = await asyncio.wait_for(receiver.receive(channel), rng.choice((0.0005, 0.002, 0.05, 5)))
+            except asyncio.TimeoutError:
+                continue
+            got.append(message["n"])
+        await producer
+        assert got == list(range(total))
+
+
+async def test_flush(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    channel = await layer.new_channel()
+    await layer.send("test.flush", {"type": "m"})
+    await layer.group_add("g", channel)
+    await layer.flush()
+    await assert_nothing(layer, "test.flush")
+    await layer.group_send("g", {"type": "m"})
+    await assert_nothing(layer, channel)
+
+
+async def test_close_is_idempotent_and_final(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    await layer.new_channel()
+    await layer.close()
+    await layer.close()
+    with pytest.raises(LayerClosed, match="closed"):
+        await layer.send("test.closed", {"type": "m"})
+    with pytest.raises(LayerClosed):
+        await layer.receive("test.closed")
+
+
+async def test_large_and_binary_payloads(make_layer: LayerFactory, backend: str) -> None:
+    layer, other = two_layers(make_layer, backend)
+    blob = bytes(range(256)) * 4096  # 1 MiB
+    await layer.send("test.big", {"type": "m", "body": blob, "nested": {"b": b"\x00\xff"}})
+    message = await receive(layer, "test.big")
+    assert message["body"] == blob and message["nested"]["b"] == b"\x00\xff"
+    channel = await other.new_channel()
+    await other.group_add("big", channel)
+    await layer.group_send("big", {"type": "m", "body": blob})
+    assert (await receive(other, channel))["body"] == blob
+
+
+async def test_thousand_member_group(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    channels = [await layer.new_channel() for _ in range(1000)]
+    for channel in channels:
+        await layer.group_add("big-room", channel)
+    for n in range(3):
+        await layer.group_send("big-room", {"type": "m", "n": n})
+    for channel in channels:
+        assert [(await receive(layer, channel))["n"] for _ in range(3)] == [0, 1, 2]
+
+
+async def test_many_concurrent_tasks(make_layer: LayerFactory, backend: str) -> None:
+    sender, receiver = two_layers(make_layer, backend)
+    channels = [await receiver.new_channel() for _ in range(10)] + [f"test.concurrent{n}" for n in range(5)]
+
+    async def send_all(channel: str) -> None:
+        await asyncio.gather(*(sender.send(channel, {"type": "m", "n": n}) for n in range(20)))
+
+    async def receive_all(channel: str) -> list[int]:
+        return sorted([(await receive(receiver, channel))["n"] for _ in range(20)])
+
+    results = await asyncio.gather(*(receive_all(c) for c in channels), *(send_all(c) for c in channels))
+    assert all(result == list(range(20)) for result in results[: len(channels)])
