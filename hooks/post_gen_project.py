@@ -1,0 +1,92 @@
+"""Prune what the chosen options do not use, create ``.env`` and print the next steps.
+
+Pruning goes by file patterns, so files added later for a backend (``tests/channels/test_redis_cluster.py``,
+``tests/channels/redis_servers.py``) go with it without touching this hook.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+CONTEXT: dict[str, str] = json.loads(r"""{{ cookiecutter | tojson }}""")
+PROJECT = Path.cwd()
+
+# The in-memory backend always stays: it is the reference the conformance suite is read against.
+BROKER_BACKENDS = ("redis", "rabbitmq", "nats", "postgresql")
+BACKEND_PATTERNS = (
+    "app/channels/backends/{name}.py",
+    "tests/channels/test_{name}*.py",
+    "tests/channels/{name}_*.py",
+    "compose/{name}.yaml",
+    "requirements/{name}.txt",
+)
+CACHES = ("__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache")
+
+
+def remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def remove_other_backends(keep: str) -> None:
+    for name in BROKER_BACKENDS:
+        if name != keep:
+            for pattern in BACKEND_PATTERNS:
+                for path in PROJECT.glob(pattern.format(name=name)):
+                    remove(path)
+
+
+def remove_celery() -> None:
+    for path in (PROJECT / "app" / "worker", PROJECT / "tests" / "celery"):
+        remove(path)
+    for path in sorted(PROJECT.rglob("*celery*"), reverse=True):  # deepest first
+        remove(path)
+
+
+def remove_caches() -> None:
+    """Bytecode and tool caches a developer's template checkout may hold must not ship."""
+    for name in CACHES:
+        for path in sorted(PROJECT.rglob(name), reverse=True):
+            remove(path)
+
+
+def create_env_file() -> None:
+    example, env = PROJECT / ".env.example", PROJECT / ".env"
+    if example.is_file() and not env.exists():
+        shutil.copyfile(example, env)
+
+
+def next_steps(context: dict[str, str]) -> str:
+    layer = context["channel_layer"]
+    extras = [extra for extra, wanted in ((layer, layer != "inmemory"), ("celery", context["use_celery"] == "yes")) if wanted]
+    steps = [
+        f"cd {context['project_slug']}",
+        f"python{context['python_version']} -m venv .venv && . .venv/bin/activate",
+        f"pip install -e '.[{','.join([*extras, 'test'])}]'",
+    ]
+    if (PROJECT / "compose" / f"{layer}.yaml").exists():
+        steps.append(f"docker compose -f compose/{layer}.yaml up -d   # the {layer} broker")
+    steps += [
+        "uvicorn app.main:app --reload   # development, one process",
+        f"gunicorn -c gunicorn.conf.py app.main:app   # production, WEB_CONCURRENCY={context['web_workers']} workers",
+        "python -m pytest   # the test suite (broker tests skip when their broker is down)",
+    ]
+    return "\n".join(["", f"Generated {context['project_name']} with the {layer} channel layer. Next steps:", *(f"  {s}" for s in steps), ""])
+
+
+def main(context: dict[str, str]) -> None:
+    if context["keep_all_backends"] == "no":
+        remove_other_backends(context["channel_layer"])
+    if context["use_celery"] == "no":
+        remove_celery()
+    remove_caches()
+    create_env_file()
+    print(next_steps(context))
+
+
+if __name__ == "__main__":
+    main(CONTEXT)
