@@ -1,0 +1,451 @@
+"""The Redis layer: lists for delivery, sorted sets for groups, Lua for one round trip per operation.
+
+Keys (every key hash-tagged, so each one lives in exactly one Cluster slot)::
+
+    {P:i:<process>}     list   the inbox of one layer instance (process)
+    {P:c:<channel>}     list   a named channel
+    {P:g:<group>}p      zset   member processes, score = lease expiry (ms)
+    {P:g:<group>}c      zset   named / other-process channels, score = group_expiry (ms)
+
+Every list entry starts with its 13-digit expiry in epoch milliseconds, so the Lua push can drop
+expired heads before it reports ``ChannelFull``; every push also sets ``PEXPIRE`` so abandoned
+lists vanish. ``send`` is one ``EVALSHA`` (capacity check, ``RPUSH``, ``PEXPIRE``).
+
+``group_send`` on one server (``url``, Sentinel, or a single ``hosts`` entry) is one ``EVALSHA``:
+the script prunes expired leases, then pushes the group entry once to every member process's
+inbox and the message to every named member. Scripts build the inbox and channel keys themselves,
+which a standalone server allows.
+
+Sharded deployments (Redis Cluster, or several ``hosts`` sharded by consistent hashing like
+channels_redis) cannot do that: the inboxes live in other slots or servers. There ``group_send``
+takes two steps: one ``EVALSHA`` on the group's slot prunes and returns the members, then one
+pipeline per server (sent concurrently) runs the single-key push script for each member key.
+That is two round trips of latency, independent of the number of members, and delivery stays
+list-based: a process that reconnects finds its inbox intact, which Pub/Sub cannot promise.
+
+``use_pubsub`` / ``sharded_pubsub`` are accepted for compatibility with the seed's CONFIG and have
+no effect: the inbox is read with a blocking pop (``BLMPOP``, batches of up to 512 entries) on
+one dedicated connection, so there is nothing for a Pub/Sub notification to wake up.
+
+Connections per layer: the pool (``max_connections``, default 50, also bounding concurrent
+commands) plus one for the inbox, per server, whatever the number of channels and groups.
+Named-channel receives block for at most ``receive_timeout`` seconds on a pool connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import contextlib
+import hashlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import msgpack
+from pydantic_settings import BaseSettings
+
+from ..base import BaseChannelLayer
+from ..exceptions import BrokerUnavailable, ChannelFull, ConfigurationError
+from ..names import is_process_local, process_of
+from . import import_client
+
+_PUSH_FN = r"""
+local function push(key, stamp, payload, cap, ttl, now)
+  local n = redis.call('LLEN', key)
+  while n >= cap do
+    local head = redis.call('LINDEX', key, 0)
+    if head and (tonumber(string.sub(head, 1, 13)) or 0) >= now then return 0 end
+    redis.call('LPOP', key)
+    n = n - 1
+  end
+  redis.call('RPUSH', key, stamp .. payload)
+  redis.call('PEXPIRE', key, ttl)
+  return 1
+end
+"""
+
+# KEYS[1] list; ARGV: stamp, payload, capacity, ttl_ms, now_ms. Returns 1, or 0 when full.
+_SEND = _PUSH_FN + r"""
+return push(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]))
+"""
+
+# KEYS: procs zset, chans zset. ARGV: now_ms. Prunes expired members; returns {procs, chans}.
+_MEMBERS = r"""
+local now = ARGV[1]
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
+return {redis.call('ZRANGE', KEYS[1], 0, -1), redis.call('ZRANGE', KEYS[2], 0, -1)}
+"""
+
+# KEYS: procs zset, chans zset. ARGV: stamp, now_ms, group entry, data, msgpack(data),
+# capacity, inbox_capacity, ttl_ms, key prefix "{P:", sender's process (served locally, skipped).
+# Returns the number of pushes.
+# An other-process channel gets msgpack [0, channel, data] (base._channel_entry) built here.
+_GROUP_SEND = _PUSH_FN + r"""
+local stamp, now, ttl, kp = ARGV[1], tonumber(ARGV[2]), ARGV[8], ARGV[9]
+local cap, icap = tonumber(ARGV[6]), tonumber(ARGV[7])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])
+local sent = 0
+for _, pid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if pid ~= ARGV[10] then
+    sent = sent + push(kp .. 'i:' .. pid .. '}', stamp, ARGV[3], icap, ttl, now)
+  end
+end
+for _, ch in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local head = string.match(ch, '^([^!]*)!')
+  if head then
+    local pid = string.match(head, '([^.]*)$')
+    local hdr = #ch < 32 and string.char(160 + #ch) or string.char(217, #ch)
+    sent = sent + push(kp .. 'i:' .. pid .. '}', stamp, '\147\0' .. hdr .. ch .. ARGV[5], icap, ttl, now)
+  else
+    sent = sent + push(kp .. 'c:' .. ch .. '}', stamp, ARGV[4], cap, ttl, now)
+  end
+end
+return sent
+"""
+
+_STAMP = 13  # digits of the expiry stamp in front of every list entry
+_INBOX_BATCH = 512
+_RING_SIZE = 4096
+
+
+class RedisEnv(BaseSettings):
+    """``FASTAPI_WEBSOCKETS_REDIS_*``"""
+
+    url: str | None = None
+    prefix: str | None = None
+    cluster: bool | None = None
+    channel_expiry: float | None = None
+    group_expiry: float | None = None
+    use_pubsub: bool | None = None
+    sharded_pubsub: bool | None = None
+    capacity: int | None = None
+
+
+class _Script:
+    def __init__(self, body: str) -> None:
+        self.body = body
+        self.sha = hashlib.sha1(body.encode()).hexdigest()
+
+
+SEND, MEMBERS, GROUP_SEND = _Script(_SEND), _Script(_MEMBERS), _Script(_GROUP_SEND)
+
+
+def _tag(key: str) -> str:
+    return key[key.index("{") + 1 : key.index("}")]
+
+
+class RedisChannelLayer(BaseChannelLayer):
+    """Channels on Redis: standalone (``url``), sharded (``hosts``), Sentinel or Cluster."""
+
+    env_model = RedisEnv
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        hosts: Sequence[Any] | None = None,
+        cluster: bool = False,
+        sentinels: Sequence[Any] | None = None,
+        master_name: str | None = None,
+        sentinel_kwargs: dict[str, Any] | None = None,
+        use_pubsub: bool = True,
+        sharded_pubsub: bool = True,
+        max_connections: int = 50,
+        receive_timeout: float = 1.0,
+        socket_timeout: float = 10.0,
+        **config: Any,
+    ) -> None:
+        super().__init__(**config)
+        self._redis = import_client("redis.asyncio", "redis")
+        import_client("redis.exceptions", "redis")
+        self.use_pubsub = bool(use_pubsub)  # accepted for compatibility, see the module docstring
+        self.sharded_pubsub = bool(sharded_pubsub)
+        if max_connections < 1 or receive_timeout <= 0:
+            raise ConfigurationError("max_connections and receive_timeout must be positive")
+        self.receive_timeout = float(receive_timeout)
+        self._kp = "{" + self.prefix + ":"
+        self._inbox_key = f"{self._kp}i:{self.process_id}}}"
+        self._ttl_ms = int(self.expiry * 1000) + 1000
+        self._limit = asyncio.Semaphore(max_connections)
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff, ExponentialBackoff
+
+        # No client-side retries: a retried push whose reply was lost would deliver twice.
+        kwargs: dict[str, Any] = {
+            "socket_connect_timeout": 5.0, "socket_timeout": socket_timeout,
+            "retry": Retry(NoBackoff(), 0), "client_name": f"{self.prefix}:{self.process_id}",
+        }
+        self._cluster: Any = None
+        self._clients: list[Any] = []
+        self._inbox_client: Any = None
+        self._sentinel: Any = None
+        modes = sum((bool(hosts), bool(cluster), bool(sentinels)))
+        if modes > 1:
+            raise ConfigurationError("use only one of hosts, cluster=True and sentinels")
+        if cluster:
+            from redis.asyncio.cluster import RedisCluster
+
+            address = url or "redis://localhost:6379/0"
+            ckw = {**kwargs, "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 1)}
+            self._cluster = RedisCluster.from_url(address, max_connections=max_connections, **ckw)
+            self._inbox_client = RedisCluster.from_url(address, max_connections=2, **ckw)
+            self._where = f"Redis Cluster at {address}"
+        elif sentinels:
+            from redis.asyncio.sentinel import Sentinel
+
+            if not master_name:
+                raise ConfigurationError("sentinels need master_name")
+            addresses = [self._address(s) for s in sentinels]
+            self._sentinel = Sentinel(addresses, sentinel_kwargs=sentinel_kwargs or {}, **kwargs)
+            self._clients = [self._sentinel.master_for(master_name, max_connections=max_connections)]
+            self._inbox_client = self._sentinel.master_for(master_name, max_connections=1)
+            self._where = f"Redis master {master_name!r} via sentinels {addresses}"
+        else:
+            if sentinel_kwargs or master_name:
+                raise ConfigurationError("master_name and sentinel_kwargs need sentinels")
+            entries = list(hosts) if hosts else [url or "redis://localhost:6379/0"]
+            self._clients = [self._client(entry, max_connections, kwargs) for entry in entries]
+            inbox_host = entries[self._ring(_tag(self._inbox_key), len(entries))]
+            self._inbox_client = self._client(inbox_host, 1, kwargs)
+            self._where = f"Redis at {', '.join(map(str, entries))}"
+
+    # ------------------------------------------------------------------ connections
+
+    @staticmethod
+    def _address(entry: Any) -> tuple[str, int]:
+        if isinstance(entry, str):
+            host, _, port = entry.rpartition(":")
+            return host, int(port)
+        host, port = entry
+        return str(host), int(port)
+
+    def _client(self, entry: Any, max_connections: int, kwargs: dict[str, Any]) -> Any:
+        """One host: a URL, ``(host, port)``, or a dict (``address`` URL or client keywords)."""
+        pool_cls = self._redis.BlockingConnectionPool
+        if isinstance(entry, dict):
+            entry = dict(entry)
+            address = entry.pop("address", None)
+            if address is None:
+                return self._redis.Redis(**{**kwargs, **entry, "max_connections": max_connections})
+            kwargs, entry = {**kwargs, **entry}, address
+        if not isinstance(entry, str):
+            host, port = self._address(entry)
+            entry = f"redis://{host}:{port}/0"
+        pool = pool_cls.from_url(entry, max_connections=max_connections, timeout=30, **kwargs)
+        return self._redis.Redis(connection_pool=pool)
+
+    @staticmethod
+    def _ring(value: str, size: int) -> int:
+        """channels_redis's consistent hash: crc32 of the name onto a ring of ``size`` hosts."""
+        if size == 1:
+            return 0
+        return int((binascii.crc32(value.encode()) & 0xFFF) / (_RING_SIZE / float(size)))
+
+    def _for(self, key: str) -> Any:
+        if self._cluster is not None:
+            return self._cluster
+        return self._clients[self._ring(_tag(key), len(self._clients))]
+
+    @property
+    def _sharded(self) -> bool:
+        return self._cluster is not None or len(self._clients) > 1
+
+    @contextlib.asynccontextmanager
+    async def _op(self) -> AsyncIterator[None]:
+        """Bound concurrent commands and name the broker when it cannot be reached."""
+        from redis import exceptions as rex
+
+        async with self._limit:
+            try:
+                yield
+            except (rex.ConnectionError, rex.TimeoutError, rex.ClusterDownError, OSError) as exc:
+                raise BrokerUnavailable(f"{self._where} is unavailable: {exc}") from exc
+
+    async def _eval(self, client: Any, script: _Script, keys: list[str], args: list[Any]) -> Any:
+        from redis.exceptions import NoScriptError
+
+        try:
+            return await client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await client.eval(script.body, len(keys), *keys, *args)
+
+    async def _eval_many(self, calls: list[tuple[_Script, str, list[Any]]]) -> list[Any]:
+        """Single-key scripts, one pipeline per server, all servers at once."""
+        from redis.exceptions import NoScriptError
+
+        by_client: dict[int, tuple[Any, list[int]]] = {}
+        for index, (_, key, _) in enumerate(calls):
+            client = self._for(key)
+            by_client.setdefault(id(client), (client, []))[1].append(index)
+        results: list[Any] = [None] * len(calls)
+
+        async def run(client: Any, indexes: list[int]) -> None:
+            pipe = client.pipeline(transaction=False)
+            for i in indexes:
+                script, key, args = calls[i]
+                pipe.evalsha(script.sha, 1, key, *args)
+            for i, result in zip(indexes, await pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(result, NoScriptError):
+                    script, key, args = calls[i]
+                    result = await client.eval(script.body, 1, key, *args)
+                elif isinstance(result, Exception):
+                    raise result
+                results[i] = result
+
+        await asyncio.gather(*(run(client, indexes) for client, indexes in by_client.values()))
+        return results
+
+    # ------------------------------------------------------------------ keys and entries
+
+    def _named_key(self, channel: str) -> str:
+        return f"{self._kp}c:{channel}}}"
+
+    def _inbox_of(self, process: str) -> str:
+        return f"{self._kp}i:{process}}}"
+
+    def _group_keys(self, group: str) -> list[str]:
+        return [f"{self._kp}g:{group}}}p", f"{self._kp}g:{group}}}c"]
+
+    def _stamp(self) -> bytes:
+        return b"%013d" % int((time.time() + self.expiry) * 1000)
+
+    def _target(self, channel: str, data: bytes) -> tuple[str, bytes, int]:
+        """Key, payload and capacity for a message to ``channel``."""
+        if is_process_local(channel):
+            return self._inbox_of(process_of(channel)), self._channel_entry(channel, data), self.inbox_capacity
+        return self._named_key(channel), data, self.capacity
+
+    # ------------------------------------------------------------------ broker primitives
+
+    async def _send(self, channel: str, data: bytes) -> None:
+        key, payload, capacity = self._target(channel, data)
+        now = int(time.time() * 1000)
+        async with self._op():
+            pushed = await self._eval(self._for(key), SEND, [key], [self._stamp(), payload, capacity, self._ttl_ms, now])
+        if not pushed:
+            raise ChannelFull(f"channel {channel!r} is full ({capacity} messages)")
+
+    async def _receive(self, channel: str) -> bytes | None:
+        key = self._named_key(channel)
+        async with self._op():
+            result = await self._for(key).blpop([key], timeout=self.receive_timeout)
+        if result is None:
+            return None
+        entry: bytes = result[1]
+        return entry[_STAMP:]
+
+    async def _consume_inbox(self, deliver: Callable[[bytes], None]) -> None:
+        from redis.exceptions import ResponseError
+
+        if self._local_groups:  # after a broker restart the memberships are gone: renew them now
+            await self._group_refresh(list(self._local_groups))
+        client, key, block = self._inbox_client, self._inbox_key, self.receive_timeout * 2
+        multi = True
+        while True:
+            entries: list[bytes] = []
+            if multi:
+                try:
+                    result = await client.blmpop(block, 1, key, direction="LEFT", count=_INBOX_BATCH)
+                except ResponseError as exc:  # Redis < 7: no BLMPOP
+                    if "unknown command" not in str(exc).lower():
+                        raise
+                    multi = False
+                    continue
+                if result:
+                    entries = result[1]
+            else:
+                popped = await client.blpop([key], timeout=block)
+                if popped:
+                    entries = [popped[1]]
+            for entry in entries:
+                deliver(entry[_STAMP:])
+
+    def _lease_ms(self) -> int:
+        return int((time.time() + 3 * self.refresh_interval) * 1000)
+
+    async def _zadd(self, items: list[tuple[str, str, int, int]]) -> None:
+        """``ZADD key score member`` + ``PEXPIRE key ttl`` for each item, one pipeline per server."""
+        by_client: dict[int, tuple[Any, list[tuple[str, str, int, int]]]] = {}
+        for item in items:
+            client = self._for(item[0])
+            by_client.setdefault(id(client), (client, []))[1].append(item)
+
+        async def run(client: Any, batch: list[tuple[str, str, int, int]]) -> None:
+            pipe = client.pipeline(transaction=False)
+            for key, member, score, ttl in batch:
+                pipe.zadd(key, {member: score})
+                pipe.pexpire(key, ttl)
+            await pipe.execute()
+
+        async with self._op():
+            await asyncio.gather(*(run(client, batch) for client, batch in by_client.values()))
+
+    async def _group_join(self, group: str) -> None:
+        await self._group_refresh([group])
+
+    async def _group_refresh(self, groups: list[str]) -> None:
+        lease = self._lease_ms()
+        ttl = int(3 * self.refresh_interval * 1000) + 1000
+        await self._zadd([(self._group_keys(g)[0], self.process_id, lease, ttl) for g in groups])
+
+    async def _group_leave(self, group: str) -> None:
+        key = self._group_keys(group)[0]
+        async with self._op():
+            await self._for(key).zrem(key, self.process_id)
+
+    async def _group_add_channel(self, group: str, channel: str) -> None:
+        expires = int((time.time() + self.group_expiry) * 1000)
+        await self._zadd([(self._group_keys(group)[1], channel, expires, int(self.group_expiry * 1000) + 1000)])
+
+    async def _group_discard_channel(self, group: str, channel: str) -> None:
+        key = self._group_keys(group)[1]
+        async with self._op():
+            await self._for(key).zrem(key, channel)
+
+    async def _group_send(self, group: str, data: bytes) -> None:
+        keys = self._group_keys(group)
+        now = int(time.time() * 1000)
+        entry = self._group_entry(group, data)
+        if group in self._local_groups:  # this process's members: now, like a local send
+            self._deliver_group_locally(group, self.serializer.loads(data)[1])
+        if not self._sharded:
+            args = [self._stamp(), now, entry, data, msgpack.packb(data, use_bin_type=True),
+                    self.capacity, self.inbox_capacity, self._ttl_ms, self._kp, self.process_id]
+            async with self._op():
+                await self._eval(self._clients[0], GROUP_SEND, keys, args)
+            return
+        async with self._op():
+            processes, channels = await self._eval(self._for(keys[0]), MEMBERS, keys, [now])
+        stamp = self._stamp()
+        calls: list[tuple[_Script, str, list[Any]]] = []
+        for process in sorted({p.decode() for p in processes} - {self.process_id}):
+            calls.append((SEND, self._inbox_of(process), [stamp, entry, self.inbox_capacity, self._ttl_ms, now]))
+        for raw in channels:
+            key, payload, capacity = self._target(raw.decode(), data)
+            calls.append((SEND, key, [stamp, payload, capacity, self._ttl_ms, now]))
+        if calls:
+            async with self._op():
+                await self._eval_many(calls)
+
+    async def _flush(self) -> None:
+        pattern = f"{self._kp}*"
+        async with self._op():
+            for client in [self._cluster] if self._cluster is not None else self._clients:
+                keys = [key async for key in client.scan_iter(match=pattern, count=1000)]
+                for start in range(0, len(keys), 500):
+                    pipe = client.pipeline(transaction=False)
+                    for key in keys[start : start + 500]:
+                        pipe.unlink(key)
+                    await pipe.execute()
+
+    async def _close(self) -> None:
+        clients = [self._cluster, self._inbox_client, *self._clients]
+        if self._sentinel is not None:
+            clients += self._sentinel.sentinels
+        for client in clients:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
