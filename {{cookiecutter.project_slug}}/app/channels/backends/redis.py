@@ -171,7 +171,7 @@ class RedisChannelLayer(BaseChannelLayer):
         self._ttl_ms = int(self.expiry * 1000) + 1000
         self._limit = asyncio.Semaphore(max_connections)
         from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff, ExponentialBackoff
+        from redis.backoff import ExponentialBackoff, NoBackoff
 
         # No client-side retries: a retried push whose reply was lost would deliver twice.
         kwargs: dict[str, Any] = {
@@ -199,7 +199,9 @@ class RedisChannelLayer(BaseChannelLayer):
             if not master_name:
                 raise ConfigurationError("sentinels need master_name")
             addresses = [self._address(s) for s in sentinels]
-            self._sentinel = Sentinel(addresses, sentinel_kwargs=sentinel_kwargs or {}, **kwargs)
+            self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                addresses, sentinel_kwargs=sentinel_kwargs or {}, **kwargs
+            )
             self._clients = [self._sentinel.master_for(master_name, max_connections=max_connections)]
             self._inbox_client = self._sentinel.master_for(master_name, max_connections=1)
             self._where = f"Redis master {master_name!r} via sentinels {addresses}"
@@ -324,7 +326,8 @@ class RedisChannelLayer(BaseChannelLayer):
         key, payload, capacity = self._target(channel, data)
         now = int(time.time() * 1000)
         async with self._op():
-            pushed = await self._eval(self._for(key), SEND, [key], [self._stamp(), payload, capacity, self._ttl_ms, now])
+            args = [self._stamp(), payload, capacity, self._ttl_ms, now]
+            pushed = await self._eval(self._for(key), SEND, [key], args)
         if not pushed:
             raise ChannelFull(f"channel {channel!r} is full ({capacity} messages)")
 

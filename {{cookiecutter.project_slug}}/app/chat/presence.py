@@ -1,0 +1,171 @@
+"""Who is in which room, across every worker and host, kept with the channel layer alone.
+
+Each worker counts its own connections per room and tells the group ``presence`` whenever a
+room changes, plus a full snapshot every ``interval`` seconds. Every worker merges what it
+hears into a view of all workers; a worker that stops sending (it died) drops out after three
+intervals. A new worker asks the others for their snapshots when it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..channels import BaseChannelLayer
+
+logger = logging.getLogger(__name__)
+
+GROUP = "presence"
+Watcher = Callable[[str, set[str], set[str]], Awaitable[None]]  # (room, joined, left)
+
+
+class Presence:
+    def __init__(self, layer: BaseChannelLayer, worker_id: str, interval: float = 5.0) -> None:
+        self.layer = layer
+        self.worker_id = worker_id
+        self.interval = interval
+        self.local: dict[str, Counter[str]] = {}
+        self.remote: dict[str, tuple[float, dict[str, list[str]]]] = {}
+        self.watchers: dict[str, set[Watcher]] = {}
+        self.channel = ""
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.channel = await self.layer.new_channel("presence")
+        await self.layer.group_add(GROUP, self.channel)
+        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._heartbeat())]
+        await self.layer.group_send(GROUP, {"type": "presence.sync", "worker": self.worker_id, "reply_to": self.channel})
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.local and not self.layer.closed:
+            self.local.clear()
+            with contextlib.suppress(Exception):
+                await self._broadcast_snapshot()
+        with contextlib.suppress(Exception):
+            await self.layer.group_discard(GROUP, self.channel)
+
+    # ------------------------------------------------------------------ queries
+
+    def members(self, room: str) -> set[str]:
+        users = {user for user, count in self.local.get(room, Counter()).items() if count > 0}
+        now = time.monotonic()
+        for expires_at, rooms in self.remote.values():
+            if expires_at >= now:
+                users.update(rooms.get(room, ()))
+        return users
+
+    def rooms(self) -> dict[str, int]:
+        names = set(self.local)
+        for _, rooms in self.remote.values():
+            names.update(rooms)
+        counts = {name: len(self.members(name)) for name in names}
+        return {name: count for name, count in sorted(counts.items()) if count}
+
+    # ------------------------------------------------------------------ local changes
+
+    def watch(self, room: str, watcher: Watcher) -> None:
+        self.watchers.setdefault(room, set()).add(watcher)
+
+    def unwatch(self, room: str, watcher: Watcher) -> None:
+        watchers = self.watchers.get(room)
+        if watchers is not None:
+            watchers.discard(watcher)
+            if not watchers:
+                del self.watchers[room]
+
+    async def join(self, room: str, user: str) -> None:
+        await self._change_local(room, user, +1)
+
+    async def leave(self, room: str, user: str) -> None:
+        await self._change_local(room, user, -1)
+
+    async def _change_local(self, room: str, user: str, delta: int) -> None:
+        before = self.members(room)
+        counts = self.local.setdefault(room, Counter())
+        counts[user] += delta
+        if counts[user] <= 0:
+            del counts[user]
+        if not counts:
+            del self.local[room]
+        await self._notify(room, before)
+        users = sorted(self.local.get(room, ()))
+        with contextlib.suppress(Exception):  # the heartbeat repeats it if the broker is briefly down
+            await self.layer.group_send(
+                GROUP, {"type": "presence.room", "worker": self.worker_id, "room": room, "users": users}
+            )
+
+    # ------------------------------------------------------------------ the view of other workers
+
+    def _snapshot(self) -> dict[str, list[str]]:
+        return {room: sorted(counts) for room, counts in self.local.items()}
+
+    async def _broadcast_snapshot(self) -> None:
+        await self.layer.group_send(GROUP, {"type": "presence.snapshot", "worker": self.worker_id, "rooms": self._snapshot()})
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self._expire()
+            try:
+                await self._broadcast_snapshot()
+            except Exception as exc:
+                logger.warning("presence heartbeat failed: %s", exc)
+
+    async def _expire(self) -> None:
+        now = time.monotonic()
+        for worker, (expires_at, rooms) in list(self.remote.items()):
+            if expires_at < now:
+                befores = {room: self.members(room) | set(users) for room, users in rooms.items()}
+                del self.remote[worker]
+                logger.info("presence: worker %s went silent; dropping its %d rooms", worker, len(rooms))
+                for room, before in befores.items():
+                    await self._notify(room, before)
+
+    async def _listen(self) -> None:
+        while True:
+            message = await self.layer.receive(self.channel)
+            try:
+                await self._apply(message)
+            except Exception:
+                logger.exception("bad presence message %r", message.get("type"))
+
+    async def _apply(self, message: dict[str, Any]) -> None:
+        worker = message["worker"]
+        if worker == self.worker_id:
+            return
+        kind = message["type"]
+        if kind == "presence.sync":
+            await self.layer.send(message["reply_to"], {"type": "presence.snapshot", "worker": self.worker_id,
+                                                        "rooms": self._snapshot()})
+            return
+        _, rooms = self.remote.get(worker, (0.0, {}))
+        if kind == "presence.snapshot":
+            new_rooms: dict[str, list[str]] = message["rooms"]
+        else:
+            new_rooms = {**rooms, message["room"]: message["users"]}
+            if not message["users"]:
+                del new_rooms[message["room"]]
+        befores = {room: self.members(room) for room in set(rooms) | set(new_rooms)}
+        self.remote[worker] = (time.monotonic() + 3 * self.interval, new_rooms)
+        for room, before in befores.items():
+            await self._notify(room, before)
+
+    async def _notify(self, room: str, before: set[str]) -> None:
+        after = self.members(room)
+        if after == before:
+            return
+        for watcher in list(self.watchers.get(room, ())):
+            try:
+                await watcher(room, after - before, before - after)
+            except Exception:
+                logger.exception("presence watcher failed")

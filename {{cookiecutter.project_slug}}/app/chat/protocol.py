@@ -1,0 +1,90 @@
+"""The WebSocket protocol: client frames are JSON objects validated by ``type``.
+
+Server frames are plain dicts built by the ``*_frame`` helpers at the end, so each
+frame's shape is written down once (the README documents both directions).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+
+NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,32}$"
+RoomName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+UserName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Join(_Frame):
+    type: Literal["join"]
+    room: RoomName
+
+
+class Leave(_Frame):
+    type: Literal["leave"]
+    room: RoomName
+
+
+class Say(_Frame):
+    type: Literal["message"]
+    room: RoomName
+    text: Text
+
+
+class Typing(_Frame):
+    type: Literal["typing"]
+    room: RoomName
+    typing: bool = True
+
+
+class Direct(_Frame):
+    type: Literal["direct"]
+    to: UserName
+    text: Text
+
+
+class ListRooms(_Frame):
+    type: Literal["rooms"]
+
+
+class Who(_Frame):
+    type: Literal["who"]
+    room: RoomName
+
+
+class Ping(_Frame):
+    type: Literal["ping"]
+
+
+class Share(_Frame):
+    """Announces the binary frame that follows: it goes to ``room``."""
+
+    type: Literal["share"]
+    room: RoomName
+    mime: Annotated[str, StringConstraints(pattern=r"^image/(png|jpeg|gif|webp)$")]
+
+
+ClientFrame = Annotated[Join | Leave | Say | Typing | Direct | ListRooms | Who | Ping | Share, Field(discriminator="type")]
+_client_frame: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
+
+
+class InvalidFrame(ValueError):
+    """A client frame that does not match the protocol; ``str()`` names the problem."""
+
+
+def parse_client_frame(content: Any) -> ClientFrame:
+    try:
+        return _client_frame.validate_python(content)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "frame"
+        raise InvalidFrame(f"{where}: {error['msg']}") from None
+
+
+def error_frame(code: str, detail: str) -> dict[str, Any]:
+    return {"type": "error", "code": code, "detail": detail}

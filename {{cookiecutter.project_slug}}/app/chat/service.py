@@ -1,0 +1,78 @@
+"""One worker process's chat state: its layer, presence, history and open connections."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from ..channels import BaseChannelLayer, get_channel_layer_from_env
+from ..channels.config import config_from_env
+from ..metrics import LAYER_SEND
+from ..settings import Settings
+from .history import History, make_history
+from .presence import Presence
+
+if TYPE_CHECKING:
+    from .consumer import ChatConsumer
+
+
+def room_group(room: str) -> str:
+    return f"room.{room}"
+
+
+def user_group(user: str) -> str:
+    return f"user.{user}"
+
+
+class ChatService:
+    def __init__(self, settings: Settings, layer: BaseChannelLayer, history: History) -> None:
+        self.settings = settings
+        self.layer = layer
+        self.history = history
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.presence = Presence(layer, self.worker_id, settings.presence_interval_seconds)
+        self.connections: set[ChatConsumer] = set()
+
+    @classmethod
+    async def start(cls, settings: Settings) -> ChatService:
+        layer = get_channel_layer_from_env()
+        backend = str(config_from_env()["BACKEND"]).lower()
+        service = cls(settings, layer, make_history(backend, settings.history_size, dict(os.environ)))
+        await service.presence.start()
+        return service
+
+    async def stop_connections(self, close_code: int = 1001) -> None:
+        """Close every socket (1001: going away) and wait until they have left their groups."""
+        await asyncio.gather(*(c.close(close_code, "server shutting down") for c in list(self.connections)))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                while self.connections:
+                    await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        await self.stop_connections()
+        await self.presence.stop()
+        await self.history.close()
+        await self.layer.close()
+
+    async def post_message(self, room: str, sender: str, text: str) -> dict[str, Any]:
+        message = {"type": "chat.message", "id": uuid.uuid4().hex, "room": room, "from": sender,
+                   "text": text, "ts": time.time()}
+        await self.history.on_sent(room, message)
+        await self.group_send(room_group(room), message)
+        return message
+
+    async def notify_user(self, user: str, sender: str, text: str) -> dict[str, Any]:
+        message = {"type": "chat.direct", "id": uuid.uuid4().hex, "from": sender, "to": user,
+                   "text": text, "ts": time.time()}
+        await self.group_send(user_group(user), message)
+        return message
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        with LAYER_SEND.time():
+            await self.layer.group_send(group, message)

@@ -1,0 +1,65 @@
+"""Service settings from ``APP_*`` environment variables (and ``.env`` beside pyproject.toml).
+
+The channel layer reads its own ``FASTAPI_WEBSOCKETS_*`` variables (see app/channels/config.py);
+``.env`` is loaded into the environment first, without overriding what is already set.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from dotenv import load_dotenv
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+ROOT = Path(__file__).resolve().parent.parent
+INSECURE_SECRET = "insecure-development-secret-change-me"  # noqa: S105 - refused in production
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="APP_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    secret_key: SecretStr = SecretStr(INSECURE_SECRET)
+    token_ttl_seconds: int = Field(3600, gt=0)
+    #: Origins allowed to open a WebSocket; empty: only the page's own host.
+    allowed_origins: Annotated[list[str], NoDecode] = []
+    history_size: int = Field(50, ge=0, le=1000)
+    max_text_frame_bytes: int = Field(16 * 1024, gt=0)
+    max_binary_frame_bytes: int = Field(256 * 1024, gt=0)
+    rate_limit_per_second: float = Field(10.0, gt=0)
+    rate_limit_burst: int = Field(30, gt=0)
+    #: Seconds without any frame from a client before it counts as dead.
+    idle_timeout_seconds: float = Field(60.0, gt=0)
+    presence_interval_seconds: float = Field(5.0, gt=0)
+    send_queue_size: int = Field(256, gt=0)
+    log_level: str = "INFO"
+    log_json: bool | None = None  # default: JSON in production
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_secrets(self) -> Settings:
+        if self.environment == "production" and self.secret_key.get_secret_value() == INSECURE_SECRET:
+            raise ValueError("APP_SECRET_KEY must be set when APP_ENVIRONMENT=production")
+        if self.environment == "production" and len(self.secret_key.get_secret_value()) < 32:
+            raise ValueError("APP_SECRET_KEY must be at least 32 characters in production")
+        return self
+
+    @property
+    def json_logs(self) -> bool:
+        return self.environment == "production" if self.log_json is None else self.log_json
+
+
+@lru_cache
+def get_settings() -> Settings:
+    load_dotenv(ROOT / ".env", override=False)
+    return Settings()
