@@ -62,20 +62,23 @@ def create_env_file() -> None:
 
 def next_steps(context: dict[str, str]) -> str:
     layer = context["channel_layer"]
-    extras = [extra for extra, wanted in ((layer, layer != "inmemory"), ("celery", context["use_celery"] == "yes")) if wanted]
+    extras = [layer] if layer != "inmemory" else []
+    if context["use_celery"] == "yes":
+        extras.append("celery")
     steps = [
         f"cd {context['project_slug']}",
         f"python{context['python_version']} -m venv .venv && . .venv/bin/activate",
         f"pip install -e '.[{','.join([*extras, 'test'])}]'",
     ]
     if (PROJECT / "compose" / f"{layer}.yaml").exists():
-        steps.append(f"docker compose -f compose/{layer}.yaml up -d   # the {layer} broker")
+        steps.append(f"docker compose -f compose/{layer}.yaml up -d  # broker")
     steps += [
-        "uvicorn app.main:app --reload   # development, one process",
-        f"gunicorn -c gunicorn.conf.py app.main:app   # production, WEB_CONCURRENCY={context['web_workers']} workers",
-        "python -m pytest   # the test suite (broker tests skip when their broker is down)",
+        "uvicorn app.main:app --reload  # development, one process",
+        f"gunicorn -c gunicorn.conf.py app.main:app  # WEB_CONCURRENCY={context['web_workers']} workers",
+        "python -m pytest  # broker tests skip when their broker is down",
     ]
-    return "\n".join(["", f"Generated {context['project_name']} with the {layer} channel layer. Next steps:", *(f"  {s}" for s in steps), ""])
+    header = f"{context['project_name']} ({layer} channel layer). Next steps:"
+    return "\n".join([header, *(f"  {step}" for step in steps)])
 
 
 def main(context: dict[str, str]) -> None:

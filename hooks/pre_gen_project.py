@@ -12,6 +12,12 @@ import sys
 
 CONTEXT: dict[str, object] = json.loads(r"""{{ cookiecutter | tojson }}""")
 PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
+TOML_STRINGS = (
+    "project_name",
+    "description",
+    "author_name",
+    "author_email",
+)  # quoted in pyproject.toml
 
 
 def problem(context: dict[str, object]) -> str | None:
@@ -19,6 +25,9 @@ def problem(context: dict[str, object]) -> str | None:
     slug = str(context["project_slug"])
     if not slug.isidentifier() or keyword.iskeyword(slug):
         return f"project_slug {slug!r} is not a valid Python identifier (letters, digits, underscores; not a keyword)"
+    for option in TOML_STRINGS:
+        if any(char in str(context[option]) for char in '"\\\n'):
+            return f"{option} must not contain a double quote, backslash or newline (it is a TOML string)"
     workers = str(context["web_workers"]).strip()
     if not (workers.isdigit() and int(workers) > 0):
         return f"web_workers {workers!r} is not a positive integer"
