@@ -1,0 +1,71 @@
+"""A test WebSocket client that speaks the chat protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+Frame = dict[str, Any]
+
+
+class ChatClient:
+    def __init__(self, connection: ClientConnection, welcome: Frame) -> None:
+        self.connection = connection
+        self.welcome = welcome
+        self.worker = str(welcome.get("worker"))
+        self.seen: list[Frame | bytes] = []
+
+    @classmethod
+    async def connect(cls, ws_url: str, token: str, **kwargs: Any) -> ChatClient:
+        connection = await websockets.connect(f"{ws_url}?token={token}", open_timeout=10, **kwargs)
+        welcome = json.loads(await asyncio.wait_for(connection.recv(), 10))
+        assert welcome["type"] == "welcome", welcome
+        return cls(connection, welcome)
+
+    async def send(self, **frame: Any) -> None:
+        await self.connection.send(json.dumps(frame))
+
+    async def expect(self, kind: str, match: Callable[[Frame], bool] = lambda f: True, timeout: float = 10) -> Frame:
+        """The next frame of ``kind`` that matches; other frames are kept in ``seen``."""
+        async with asyncio.timeout(timeout):
+            while True:
+                raw = await self.connection.recv()
+                frame: Frame | bytes = raw if isinstance(raw, bytes) else json.loads(raw)
+                self.seen.append(frame)
+                if isinstance(frame, dict) and frame.get("type") == kind and match(frame):
+                    return frame
+
+    async def expect_bytes(self, timeout: float = 10) -> bytes:
+        async with asyncio.timeout(timeout):
+            while True:
+                raw = await self.connection.recv()
+                if isinstance(raw, bytes):
+                    return raw
+                self.seen.append(json.loads(raw))
+
+    async def join(self, room: str) -> Frame:
+        await self.send(type="join", room=room)
+        return await self.expect("joined", lambda f: f["room"] == room)
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+
+async def clients_on_distinct_workers(ws_url: str, tokens: list[str], attempts: int = 40) -> list[ChatClient]:
+    """One client per token, each served by a different worker process (reconnecting until so)."""
+    chosen: list[ChatClient] = []
+    for token in tokens:
+        for _ in range(attempts):
+            client = await ChatClient.connect(ws_url, token)
+            if client.worker not in {c.worker for c in chosen}:
+                chosen.append(client)
+                break
+            await client.close()
+        else:
+            raise AssertionError(f"no distinct worker after {attempts} connections")
+    return chosen

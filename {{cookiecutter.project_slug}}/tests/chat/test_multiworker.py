@@ -1,0 +1,121 @@
+"""Several gunicorn workers (and two gunicorn masters) cooperating only through the channel layer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ..brokers import distributed_backends, require_broker
+from ..live_server import LiveServer, live_server, service_env
+from .client import ChatClient, clients_on_distinct_workers
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(params=distributed_backends())
+def server(request: pytest.FixtureRequest, prefix: str, tmp_path: Path) -> Iterator[LiveServer]:
+    require_broker(request.param)
+    with live_server(service_env(request.param, prefix), workers=3, tmp_path=tmp_path) as running:
+        yield running
+
+
+async def test_room_presence_typing_and_dms_cross_workers(server: LiveServer) -> None:
+    alice, bob = await clients_on_distinct_workers(server.ws_url, [server.login("alice"), server.login("bob")])
+    assert alice.worker != bob.worker
+    await alice.join("lobby")
+    joined = await bob.join("lobby")
+    assert "bob" in joined["members"]
+    presence = await alice.expect("presence", lambda f: "bob" in f["joined"])
+    assert presence["members"] == ["alice", "bob"]
+
+    await bob.send(type="message", room="lobby", text="hello from bob")
+    message = await alice.expect("message")
+    assert (message["from"], message["text"]) == ("bob", "hello from bob")
+    assert (await bob.expect("message"))["id"] == message["id"]
+
+    await alice.send(type="typing", room="lobby", typing=True)
+    typing = await bob.expect("typing")
+    assert (typing["from"], typing["typing"]) == ("alice", True)
+
+    # a DM reaches every connection of its user, on any worker, and no one else
+    bob_again, carol = await clients_on_distinct_workers(server.ws_url, [server.login("bob"), server.login("carol")])
+    await alice.send(type="direct", to="bob", text="psst")
+    for client in (bob, bob_again):
+        direct = await client.expect("direct")
+        assert (direct["from"], direct["text"]) == ("alice", "psst")
+    with pytest.raises(TimeoutError):
+        await carol.expect("direct", timeout=1)
+
+    await bob.send(type="rooms")
+    rooms = await bob.expect("rooms")
+    assert {"name": "lobby", "members": 2} in rooms["rooms"]
+    await bob.close()
+    await bob_again.close()
+    left = await alice.expect("presence", lambda f: "bob" in f["left"])
+    assert left["members"] == ["alice"]
+    for client in (alice, carol):
+        await client.close()
+
+
+async def test_history_and_http_api_cross_workers(server: LiveServer) -> None:
+    token = server.login("dave")
+    status, _ = server.post("/api/rooms/news/messages", {"text": "posted over HTTP"}, token=token)
+    assert status == 202
+    erin, frank = await clients_on_distinct_workers(server.ws_url, [server.login("erin"), server.login("frank")])
+    await erin.join("news")
+    await frank.join("news")
+    status, body = server.post("/api/rooms/news/messages", {"text": "second"}, token=token)
+    assert status == 202
+    for client in (erin, frank):
+        assert (await client.expect("message", lambda f: f["text"] == "second"))["id"] == body["id"]
+    status, _ = server.post("/api/users/frank/notify", {"text": "ping"}, token=token)
+    assert status == 202
+    assert (await frank.expect("direct"))["text"] == "ping"
+    status, rooms = server.get("/api/rooms")
+    assert status == 200 and {"name": "news", "members": 2} in rooms
+    status, _ = server.post("/api/rooms/news/messages", {"text": "x"}, token="forged")
+    assert status == 401
+    for client in (erin, frank):
+        await client.close()
+
+
+async def test_two_hosts_share_rooms(request: pytest.FixtureRequest, prefix: str, tmp_path: Path) -> None:
+    backend = distributed_backends()[0] if distributed_backends() else pytest.skip("no distributed backend")
+    require_broker(backend)
+    env = service_env(backend, prefix)
+    with live_server(env, workers=1, tmp_path=tmp_path) as one, live_server(env, workers=1, tmp_path=tmp_path) as two:
+        gina = await ChatClient.connect(one.ws_url, one.login("gina"))
+        hank = await ChatClient.connect(two.ws_url, two.login("hank"))
+        await gina.join("hall")
+        await hank.join("hall")
+        await gina.expect("presence", lambda f: "hank" in f["joined"])
+        await hank.send(type="message", room="hall", text="across hosts")
+        assert (await gina.expect("message"))["text"] == "across hosts"
+        await gina.close()
+        await hank.close()
+
+
+async def test_sigterm_closes_with_1001_and_other_workers_keep_serving(server: LiveServer) -> None:
+    ivan, judy = await clients_on_distinct_workers(server.ws_url, [server.login("ivan"), server.login("judy")])
+    await ivan.join("ops")
+    await judy.join("ops")
+    victim = next(pid for pid in server.worker_pids() if str(pid) == ivan.worker.rsplit(":", 1)[1])
+    import os
+    import signal
+
+    os.kill(victim, signal.SIGTERM)
+    with pytest.raises(Exception) as closed:  # noqa: PT011 - websockets raises ConnectionClosed*
+        await ivan.expect("never", timeout=15)
+    assert getattr(closed.value, "rcvd", None) is not None and closed.value.rcvd.code == 1001  # type: ignore[attr-defined]
+    # ivan's entry leaves the room at once (the worker left its groups), and judy keeps chatting
+    await judy.expect("presence", lambda f: "ivan" in f["left"], timeout=15)
+    await asyncio.sleep(0.2)
+    ivan_back = await ChatClient.connect(server.ws_url, server.login("ivan"))
+    await ivan_back.join("ops")
+    await judy.send(type="message", room="ops", text="still here")
+    assert (await ivan_back.expect("message"))["text"] == "still here"
+    await judy.close()
+    await ivan_back.close()
