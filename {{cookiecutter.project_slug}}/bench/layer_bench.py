@@ -141,17 +141,17 @@ class Proc:
         argv = [str(python), str(RUNNER), "--impl", impl, "--role", role, "--prefix", prefix]
         for key, value in options.items():
             argv += [f"--{key.replace('_', '-')}", str(value)]
-        stderr = tempfile.TemporaryFile()
+        stderr = await asyncio.to_thread(tempfile.TemporaryFile)
         process = await asyncio.create_subprocess_exec(
             *argv, cwd=PROJECT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
             start_new_session=True, limit=16 * 1024 * 1024,
         )
         return cls(process, stderr)
 
-    async def event(self, timeout: float) -> dict[str, Any]:
+    async def event(self, within: float) -> dict[str, Any]:
         """The next JSON event line; raises TimeoutError or RuntimeError (with the process's stderr)."""
         assert self.process.stdout is not None
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
                 line = await self.process.stdout.readline()
