@@ -22,7 +22,8 @@ BACKEND_PATTERNS = (
     "compose/{name}.yaml",
     "requirements/{name}.txt",
 )
-CACHES = ("__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache")
+# A developer's template checkout may hold these; cookiecutter.json copies them unrendered, then they go.
+CACHES = ("__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", "*.egg-info")
 
 
 def remove(path: Path) -> None:
@@ -48,7 +49,6 @@ def remove_celery() -> None:
 
 
 def remove_caches() -> None:
-    """Bytecode and tool caches a developer's template checkout may hold must not ship."""
     for name in CACHES:
         for path in sorted(PROJECT.rglob(name), reverse=True):
             remove(path)

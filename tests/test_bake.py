@@ -1,0 +1,256 @@
+"""Bake every supported combination and check what the post-generation hook pruned and kept.
+
+The first section bakes all combinations and checks each copy statically (files, TOML, ruff, syntax);
+the second runs the baked projects' own test suites: once per backend, and the whole suite once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import subprocess
+import sys
+import tokenize
+import tomllib
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pytest
+
+from .conftest import TEMPLATE, Bake
+
+LAYERS = ("inmemory", "redis", "rabbitmq", "nats", "postgresql")
+BROKERS = LAYERS[1:]
+CACHES = ("__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", "*.egg-info")
+UNRENDERED = re.compile(r"\{\{\s*cookiecutter|\{%|^\s*#%", re.MULTILINE)
+
+
+def combinations() -> list[dict[str, str]]:
+    combos = []
+    for layer, celery, keep, workers in itertools.product(
+        LAYERS, ("no", "yes"), ("yes", "no"), ("1", "3")
+    ):
+        if layer == "inmemory" and (celery == "yes" or workers != "1"):
+            continue  # rejected by the pre-generation hook (tests/test_hooks.py)
+        combos.append(
+            {
+                "channel_layer": layer,
+                "use_celery": celery,
+                "keep_all_backends": keep,
+                "web_workers": workers,
+            }
+        )
+    return combos
+
+
+COMBOS = combinations()
+
+
+def combo_id(combo: dict[str, str]) -> str:
+    return f"{combo['channel_layer']}-celery_{combo['use_celery']}-keep_{combo['keep_all_backends']}-w{combo['web_workers']}"
+
+
+def pruned_patterns(combo: dict[str, str]) -> list[str]:
+    """Template paths (relative to the project) the options remove."""
+    patterns = []
+    if combo["keep_all_backends"] == "no":
+        for name in BROKERS:
+            if name != combo["channel_layer"]:
+                patterns += [
+                    f"app/channels/backends/{name}.py",
+                    f"tests/channels/test_{name}*.py",
+                    f"tests/channels/{name}_*.py",
+                    f"compose/{name}.yaml",
+                    f"requirements/{name}.txt",
+                ]
+    if combo["use_celery"] == "no":
+        patterns += ["app/worker/*", "tests/celery/*", "*celery*"]
+    return patterns
+
+
+def files(root: Path) -> set[str]:
+    return {
+        path.relative_to(root).as_posix()
+        for path in root.rglob("*")
+        if path.is_file() and not is_cache(path.relative_to(root))
+    }
+
+
+def is_cache(path: Path) -> bool:
+    return any(fnmatch(part, cache) for part in path.parts for cache in CACHES)
+
+
+def is_text(path: Path) -> bool:
+    return b"\0" not in path.read_bytes()[:8192]
+
+
+@pytest.fixture(scope="module", params=COMBOS, ids=combo_id)
+def baked(request: pytest.FixtureRequest, bake: Bake) -> tuple[dict[str, str], Path]:
+    combo: dict[str, str] = request.param
+    return combo, bake(**combo)
+
+
+def test_template_python_is_jinja_free() -> None:
+    """Variation lives in settings and the environment: a ``.py`` file is copied through Jinja untouched."""
+    offenders = [
+        path
+        for path in TEMPLATE.rglob("*.py")
+        if UNRENDERED.search(path.read_text()) or "{{" in path.read_text()
+    ]
+    assert offenders == []
+
+
+def test_files_pruned_and_kept(baked: tuple[dict[str, str], Path]) -> None:
+    combo, project = baked
+    patterns = pruned_patterns(combo)
+    expected = {
+        path for path in files(TEMPLATE) if not any(fnmatch(path, p) for p in patterns)
+    }
+    if (TEMPLATE / ".env.example").exists():
+        expected.add(".env")
+    assert files(project) == expected
+    assert not [
+        path for path in project.rglob("*") if is_cache(path.relative_to(project))
+    ]
+
+
+def test_backends(baked: tuple[dict[str, str], Path]) -> None:
+    combo, project = baked
+    present = {
+        path.stem for path in (project / "app/channels/backends").glob("*.py")
+    } & set(LAYERS)
+    vendored = {
+        path.stem for path in (TEMPLATE / "app/channels/backends").glob("*.py")
+    } & set(LAYERS)
+    if combo["keep_all_backends"] == "yes":
+        assert present == vendored
+    else:  # the in-memory backend always stays: it is the conformance suite's reference
+        assert present == {"inmemory", combo["channel_layer"]} & vendored
+
+
+def mentions_celery(path: Path) -> bool:
+    """In Python, code (identifiers, imports) counts; prose in docstrings and comments is documentation."""
+    if "celery" in path.name.lower():
+        return True
+    if path.suffix == ".py":
+        with path.open("rb") as source:
+            return any(
+                tok.type == tokenize.NAME and "celery" in tok.string.lower()
+                for tok in tokenize.tokenize(source.readline)
+            )
+    return is_text(path) and "celery" in path.read_text().lower()
+
+
+def test_no_celery_left(baked: tuple[dict[str, str], Path]) -> None:
+    combo, project = baked
+    if combo["use_celery"] == "yes":
+        pytest.skip("celery kept")
+    mentions = [
+        path.relative_to(project).as_posix()
+        for path in project.rglob("*")
+        if path.is_file()
+        and path.suffix != ".md"
+        and "docs" not in path.relative_to(project).parts
+        and mentions_celery(path)
+    ]
+    assert mentions == []
+
+
+def test_rendered(baked: tuple[dict[str, str], Path]) -> None:
+    combo, project = baked
+    leftovers = [
+        path.relative_to(project).as_posix()
+        for path in project.rglob("*")
+        if path.is_file()
+        and "static" not in path.parts
+        and is_text(path)
+        and UNRENDERED.search(path.read_text())
+    ]
+    assert leftovers == []
+    env = (project / ".env").read_text()
+    assert f"FASTAPI_WEBSOCKETS_BACKEND={combo['channel_layer']}\n" in env
+    assert f"WEB_CONCURRENCY={combo['web_workers']}\n" in env
+
+
+def test_copied_without_render(baked: tuple[dict[str, str], Path]) -> None:
+    _, project = baked
+    raw = [
+        p for p in files(TEMPLATE) if p.startswith("app/static/") or p.endswith(".png")
+    ]
+    assert [
+        p for p in raw if (project / p).read_bytes() != (TEMPLATE / p).read_bytes()
+    ] == []
+
+
+def test_pyproject(baked: tuple[dict[str, str], Path]) -> None:
+    combo, project = baked
+    data = tomllib.loads((project / "pyproject.toml").read_text())
+    assert data["project"]["name"] == project.name
+    extras = set(data["project"]["optional-dependencies"])
+    layer = combo["channel_layer"]
+    brokers = (
+        set(BROKERS) if combo["keep_all_backends"] == "yes" else {layer} - {"inmemory"}
+    )
+    assert extras & {*BROKERS, "celery"} == brokers | (
+        {"celery"} if combo["use_celery"] == "yes" else set()
+    )
+    assert "test" in extras
+
+
+def test_ruff(baked: tuple[dict[str, str], Path]) -> None:
+    _, project = baked
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", "."],
+        check=False,
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compiles(baked: tuple[dict[str, str], Path]) -> None:
+    _, project = baked
+    for path in project.rglob("*.py"):
+        compile(path.read_text(), str(path), "exec")
+
+
+def run_suite(
+    project: Path, *args: str, backends: str | None = None, timeout: float = 600
+) -> None:
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("TEST_BACKENDS", None)
+    if backends:
+        env["TEST_BACKENDS"] = backends
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+    result = subprocess.run(
+        command,
+        check=False,
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, (
+        f"{' '.join(command)} in {project}:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
+    )
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_backend_suite(layer: str, bake: Bake) -> None:
+    """The conformance suite of a project pruned down to one backend."""
+    if not (TEMPLATE / "app/channels/backends" / f"{layer}.py").exists():
+        pytest.skip(f"the template has no {layer} backend yet")
+    project = bake(
+        channel_layer=layer,
+        keep_all_backends="no",
+        web_workers="1" if layer == "inmemory" else "3",
+    )
+    run_suite(project, "tests/channels", "-x", "-q", "-m", "not slow", backends=layer)
+
+
+def test_default_project_suite(bake: Bake) -> None:
+    """The whole suite of the default bake: every backend kept, in-memory layer, one worker."""
+    run_suite(bake(), "-q", timeout=900)
