@@ -41,7 +41,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from pydantic_settings import BaseSettings
@@ -52,8 +52,10 @@ from ..names import is_process_local, process_of
 from . import import_client
 
 if TYPE_CHECKING:
+    import aiormq
     from aio_pika.abc import (
         AbstractIncomingMessage,
+        AbstractQueue,
         AbstractRobustChannel,
         AbstractRobustConnection,
         AbstractRobustQueue,
@@ -104,11 +106,17 @@ def _text(value: object) -> str | None:
 class _NamedConsumer:
     """A consumer of one named channel; prefetched messages wait, unacked, in ``buffer``."""
 
-    queue: AbstractRobustQueue
+    queue: AbstractQueue
     tag: str
+    underlay: aiormq.Channel  # the AMQP channel it consumes on (a new one after a reconnect)
     buffer: asyncio.Queue[AbstractIncomingMessage] = field(default_factory=asyncio.Queue)
     last_used: float = field(default_factory=time.monotonic)
     busy: bool = False
+
+    @property
+    def alive(self) -> bool:
+        """False once its channel closed (reconnect) or the broker cancelled it (queue deleted)."""
+        return not self.underlay.is_closed and self.tag in self.underlay.consumers
 
 
 class RabbitMQChannelLayer(BaseChannelLayer):
@@ -141,9 +149,9 @@ class RabbitMQChannelLayer(BaseChannelLayer):
                 raise ConfigurationError(f"{key} must be a positive number of milliseconds or None, got {value!r}")
         if timeout <= 0 or poll_interval <= 0:
             raise ConfigurationError("timeout and poll_interval must be positive")
-        for key, value in (("exchange_name", exchange_name), ("queue_prefix", queue_prefix)):
-            if value is not None and not _AMQP_NAME.fullmatch(value):
-                raise ConfigurationError(f"{key} {value!r} is not a valid AMQP name: use letters, digits and -_.:")
+        for key, name in (("exchange_name", exchange_name), ("queue_prefix", queue_prefix)):
+            if name is not None and not _AMQP_NAME.fullmatch(name):
+                raise ConfigurationError(f"{key} {name!r} is not a valid AMQP name: use letters, digits and -_.:")
         self.url = url
         self.queue_prefix = queue_prefix or self.prefix
         self.exchange_name = exchange_name or f"{self.prefix}.groups"
@@ -361,7 +369,10 @@ class RabbitMQChannelLayer(BaseChannelLayer):
         raise BrokerUnavailable(f"{self._where}: channel {channel!r} has no queue even after declaring it")
 
     async def _receive(self, channel: str) -> bytes | None:
-        consumer = self._consumers.get(channel) or await self._start_consumer(channel)
+        consumer = self._consumers.get(channel)
+        if consumer is None or not consumer.alive:
+            # its buffered messages are stale: the broker requeued them (or they went with their queue)
+            consumer = await self._start_consumer(channel)
         consumer.busy = True
         try:
             deadline = asyncio.get_running_loop().time() + RECEIVE_WAIT
@@ -394,12 +405,15 @@ class RabbitMQChannelLayer(BaseChannelLayer):
             buffer.put_nowait(message)
 
         async with self._guard(f"consume channel {channel!r}"):
+            # not robust: after a reconnect (or a flush elsewhere) the next _receive starts a new
+            # consumer itself, instead of aio-pika re-creating a queue that was deleted on purpose
             queue = await named.declare_queue(
                 self._channel_queue(channel), durable=self.durable, arguments=self._named_arguments(),
-                timeout=self.timeout,
+                timeout=self.timeout, robust=False,
             )
-            tag = await queue.consume(on_message, timeout=self.timeout)
-        consumer = self._consumers[channel] = _NamedConsumer(queue, tag, buffer)
+            tag = await queue.consume(on_message, timeout=self.timeout, robust=False)
+            underlay = cast("aiormq.Channel", await named.get_underlay_channel())
+        consumer = self._consumers[channel] = _NamedConsumer(queue, tag, underlay, buffer)
         if self._reaper is None:
             self._reaper = asyncio.get_running_loop().create_task(self._reap_idle(), name="rabbitmq idle consumers")
         return consumer
@@ -523,7 +537,7 @@ class RabbitMQChannelLayer(BaseChannelLayer):
     async def _flush(self) -> None:
         if self._connection is None:
             return
-        _, sub, named = await self._channels()
+        pub, sub, _ = await self._channels()
         for channel in list(self._consumers):
             await self._stop_consumer(channel)
         inbox = self._inbox
@@ -535,8 +549,7 @@ class RabbitMQChannelLayer(BaseChannelLayer):
                 await inbox.purge(timeout=self.timeout)
         for name in sorted(self._members | self._declared):
             async with self._guard(f"delete queue {name!r}"):
-                # on the consumers' channel, so aio-pika forgets it and does not re-declare it
-                await named.queue_delete(name, timeout=self.timeout)
+                await pub.queue_delete(name, timeout=self.timeout)
         self._members.clear()
         self._declared.clear()
         async with self._guard(f"delete exchange {self.exchange_name!r}"):
