@@ -288,7 +288,7 @@ class RedisChannelLayer(BaseChannelLayer):
             pipe = client.pipeline(transaction=False)
             for i in indexes:
                 script, key, args = calls[i]
-                pipe.evalsha(script.sha, 1, key, *args)
+                pipe.execute_command("EVALSHA", script.sha, 1, key, *args)
             for i, result in zip(indexes, await pipe.execute(raise_on_error=False), strict=True):
                 if isinstance(result, NoScriptError):
                     script, key, args = calls[i]
@@ -441,7 +441,7 @@ class RedisChannelLayer(BaseChannelLayer):
                 for start in range(0, len(keys), 500):
                     pipe = client.pipeline(transaction=False)
                     for key in keys[start : start + 500]:
-                        pipe.unlink(key)
+                        pipe.execute_command("UNLINK", key)
                     await pipe.execute()
 
     async def _close(self) -> None:
