@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Chat", lifespan=lifespan, docs_url="/docs")
     app.include_router(router)
+    if (STATIC.parent / "worker").is_dir(): app.include_router(__import__("app.worker.api").worker.api.router)  # noqa: E701 Celery jobs API
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -1,0 +1,167 @@
+"""Jobs that publish through the channel layer: announcements, broadcasts, chunked notifications, room stats.
+
+Every send is marked (dedup.py) under the job's id, so a retry after a broker blip, or a
+redelivery of an ``acks_late`` task whose worker died, sends only what was not sent yet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from celery import Task, group
+
+from ..channels import BrokerUnavailable
+from ..chat.service import room_group, user_group
+from .celery_app import celery
+from .dedup import Markers, markers_for
+from .layer_bridge import get_bridge
+from .settings import celery_urls, get_job_settings
+
+logger = logging.getLogger("app.worker")
+_markers: Markers | None = None
+
+
+def markers() -> Markers:
+    global _markers
+    if _markers is None:
+        jobs = get_job_settings()
+        broker, backend = celery_urls()
+        default = broker if backend.startswith("rpc") else backend
+        _markers = markers_for(jobs.dedup_url or default, jobs.dedup_ttl_seconds)
+    return _markers
+
+
+class JobTask(Task):  # type: ignore[misc]
+    """Retries with exponential backoff while the broker is down; logs the job when it gives up."""
+
+    autoretry_for = (BrokerUnavailable, ConnectionError, TimeoutError)
+    retry_backoff = get_job_settings().retry_backoff_seconds
+    retry_backoff_max = get_job_settings().retry_backoff_max_seconds
+    retry_jitter = True
+    max_retries = get_job_settings().max_retries
+    acks_late = True
+
+    def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        logger.warning("job %s[%s] retry %d: %s: %s", self.name, task_id, self.request.retries + 1,
+                       type(exc).__name__, exc)
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """The dead-letter record: the job, its arguments (abridged) and why it failed for good."""
+        logger.error("job failed for good: %s[%s] args=%.500s kwargs=%.500s retries=%d: %s: %s",
+                     self.name, task_id, json.dumps(args, default=str), json.dumps(kwargs, default=str),
+                     self.request.retries, type(exc).__name__, exc,
+                     extra={"dead_letter": True, "task": self.name, "task_id": task_id})
+
+
+def chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield list(items[start:start + size])
+
+
+def send_once(job_id: str, sends: Sequence[tuple[str, str, dict[str, Any]]]) -> int:
+    """Group-send each ``(marker, group, message)`` not yet marked for ``job_id``; the number sent now."""
+    store, bridge = markers(), get_bridge()
+    rate = get_job_settings().send_rate
+    todo = set(store.unsent(f"{job_id}:{marker}" for marker, _, _ in sends))
+    sent = 0
+    for marker, group_name, message in sends:
+        key = f"{job_id}:{marker}"
+        if key not in todo:
+            continue
+        bridge.group_send(group_name, message)
+        store.mark(key)
+        sent += 1
+        if rate:
+            time.sleep(1 / rate)
+    return sent
+
+
+def announcement(job_id: str, room: str, text: str) -> dict[str, Any]:
+    return {"type": "chat.announcement", "id": job_id, "room": room, "text": text, "ts": time.time()}
+
+
+def fetch_rooms() -> list[dict[str, Any]]:
+    """``GET /api/rooms`` of the web service: ``[{"name": ..., "members": ...}]``."""
+    url = get_job_settings().service_url.rstrip("/") + "/api/rooms"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        rooms: list[dict[str, Any]] = json.loads(response.read())
+    return rooms
+
+
+@celery.task(base=JobTask, bind=True, name="app.worker.tasks.announce")
+def announce(self: Task, room: str, text: str, announcement_id: str | None = None) -> dict[str, Any]:
+    """Post an announcement to one room; its id is the task id unless given."""
+    job_id = announcement_id or self.request.id
+    sent = send_once(job_id, [(f"room:{room}", room_group(room), announcement(job_id, room, text))])
+    return {"id": job_id, "room": room, "sent": sent}
+
+
+@celery.task(base=JobTask, bind=True, name="app.worker.tasks.announce_rooms")
+def announce_rooms(self: Task, job_id: str, rooms: list[str], text: str) -> dict[str, Any]:
+    """One chunk of a broadcast."""
+    sent = send_once(job_id, [(f"room:{room}", room_group(room), announcement(job_id, room, text))
+                              for room in rooms])
+    return {"rooms": len(rooms), "sent": sent}
+
+
+@celery.task(base=JobTask, bind=True, name="app.worker.tasks.broadcast")
+def broadcast(self: Task, text: str, rooms: list[str] | None = None) -> dict[str, Any]:
+    """Announce to ``rooms``, or to every room the service reports; fans out in chunks."""
+    job_id = self.request.id
+    names = sorted(set(rooms)) if rooms is not None else [room["name"] for room in fetch_rooms()]
+    size = get_job_settings().broadcast_chunk_size
+    parts = [announce_rooms.si(job_id, part, text).set(task_id=f"{job_id}-{index}")
+             for index, part in enumerate(chunks(names, size))]
+    if parts:
+        group(parts).apply_async()
+    return {"id": job_id, "rooms": len(names), "chunks": len(parts)}
+
+
+@celery.task(base=JobTask, bind=True, name="app.worker.tasks.notify_chunk")
+def notify_chunk(self: Task, job_id: str, users: list[str], text: str, sender: str) -> dict[str, Any]:
+    """One chunk of a notification: a ``chat.direct`` to each user's group."""
+    now = time.time()
+    sent = send_once(job_id, [(f"user:{user}", user_group(user),
+                               {"type": "chat.direct", "id": job_id, "from": sender, "to": user, "text": text,
+                                "ts": now}) for user in users])
+    return {"users": len(users), "sent": sent}
+
+
+@celery.task(base=JobTask, bind=True, name="app.worker.tasks.notify_users")
+def notify_users(self: Task, users: list[str], text: str, sender: str = "system") -> dict[str, Any]:
+    """Split a notification into subtasks of ``APP_JOBS_NOTIFY_CHUNK_SIZE`` users; sends nothing itself.
+
+    The subtask ids derive from this task's id, so a redelivered split enqueues the same ids and
+    their markers keep each user to one message.
+    """
+    job_id = self.request.id
+    unique = list(dict.fromkeys(users))
+    size = get_job_settings().notify_chunk_size
+    parts = [notify_chunk.si(job_id, part, text, sender).set(task_id=f"{job_id}-{index}")
+             for index, part in enumerate(chunks(unique, size))]
+    if parts:
+        group(parts).apply_async()
+    return {"id": job_id, "users": len(unique), "chunks": len(parts)}
+
+
+@celery.task(base=JobTask, bind=True, name="app.worker.tasks.post_room_stats")
+def post_room_stats(self: Task) -> dict[str, Any]:
+    """Beat job: post each occupied room its statistics (members online, rooms open)."""
+    job_id = self.request.id
+    try:
+        rooms = fetch_rooms()
+    except OSError as exc:
+        raise ConnectionError(f"web service unreachable: {exc}") from exc
+    sends = [(f"room:{room['name']}", room_group(room["name"]),
+              {**announcement(job_id, room["name"], f"{room['members']} online here, {len(rooms)} rooms open"),
+               "stats": {"members": room["members"], "rooms": len(rooms)}})
+             for room in rooms]
+    return {"rooms": len(rooms), "sent": send_once(job_id, sends)}
+
+
+__all__ = ["announce", "broadcast", "notify_chunk", "notify_users", "post_room_stats"]
