@@ -1,0 +1,79 @@
+"""A live service (gunicorn, 2 workers) and a real Celery worker on one backend, each test on its own queue."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..brokers import distributed_backends, require_broker
+from ..live_server import LiveServer, live_server, service_env
+from .processes import CeleryProcess, celery_worker
+
+
+def stack_env(backend: str, prefix: str, **extra: str) -> dict[str, str]:
+    """The service's environment plus the jobs settings; Celery URLs follow the backend's defaults."""
+    env = service_env(backend, prefix, APP_JOBS_QUEUE=f"jobs-{prefix}", APP_JOBS_NOTIFY_CHUNK_SIZE="7",
+                      APP_JOBS_STATS_INTERVAL_SECONDS="0", APP_JOBS_RETRY_BACKOFF_SECONDS="1",
+                      APP_JOBS_RETRY_BACKOFF_MAX_SECONDS="4", APP_JOBS_LAYER_TIMEOUT_SECONDS="5")
+    env = {k: v for k, v in env.items() if not k.startswith("CELERY_")}
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Stack:
+    backend: str
+    server: LiveServer
+    worker: CeleryProcess
+    env: dict[str, str]
+
+    def call(self, method: str, path: str, token: str | None, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        request = urllib.request.Request(self.server.url + path, method=method,
+                                         data=json.dumps(body).encode() if body is not None else None,
+                                         headers={"Content-Type": "application/json",
+                                                  **({"Authorization": f"Bearer {token}"} if token else {})})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def wait_job(self, token: str, job_id: str, states: tuple[str, ...] = ("SUCCESS",), timeout: float = 30) -> Any:
+        deadline = time.monotonic() + timeout
+        body: Any = None
+        while time.monotonic() < deadline:
+            status, body = self.call("GET", f"/api/jobs/{job_id}", token)
+            assert status == 200, body
+            if body["state"] in states:
+                return body
+            time.sleep(0.2)
+        raise TimeoutError(f"job {job_id} not in {states} after {timeout}s: {body}\n{self.worker.logs()[-3000:]}")
+
+
+@contextlib.contextmanager
+def run_stack(backend: str, prefix: str, tmp_path: Path, name: str = "w", env: dict[str, str] | None = None,
+              **worker_env: str) -> Iterator[Stack]:
+    """gunicorn with 2 workers, then a Celery worker (prefork, 2 processes) told where the service is."""
+    env = env or stack_env(backend, prefix)
+    with live_server(env, workers=2, tmp_path=tmp_path) as server:
+        wenv = {**env, "APP_JOBS_SERVICE_URL": server.url, **worker_env}
+        with celery_worker(wenv, tmp_path, f"{name}{prefix}") as worker:
+            yield Stack(backend, server, worker, wenv)
+
+
+@pytest.fixture(params=distributed_backends())
+def stack(request: pytest.FixtureRequest, prefix: str, tmp_path: Path) -> Iterator[Stack]:
+    require_broker(request.param)
+    if request.param in ("nats", "inmemory"):
+        require_broker("redis")  # the Celery broker of the nats stack
+    with run_stack(request.param, prefix, tmp_path) as running:
+        yield running

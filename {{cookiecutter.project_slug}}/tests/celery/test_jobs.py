@@ -1,0 +1,161 @@
+"""Celery jobs against real brokers: a real prefork worker, a 2-worker gunicorn service, WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from app.worker.settings import default_celery_urls
+
+from ..brokers import URLS, require_broker
+from ..chat.client import ChatClient, clients_on_distinct_workers
+from .conftest import Stack, run_stack, stack_env
+from .processes import TcpProxy, celery_beat
+
+pytestmark = pytest.mark.slow
+
+
+async def expect_none(clients: list[ChatClient], kind: str, seconds: float = 1.5) -> None:
+    """No client receives another frame of ``kind`` within ``seconds``."""
+
+    async def quiet(client: ChatClient) -> None:
+        with pytest.raises(TimeoutError):
+            frame = await client.expect(kind, timeout=seconds)
+            raise AssertionError(f"unexpected second {kind}: {frame}")
+
+    await asyncio.gather(*(quiet(client) for client in clients))
+
+
+def test_default_celery_urls_follow_the_layer() -> None:
+    env = {"FASTAPI_WEBSOCKETS_BACKEND": "postgresql", "FASTAPI_WEBSOCKETS_POSTGRESQL_DSN": "postgresql://u@db/x"}
+    assert default_celery_urls(env) == ("sqla+postgresql://u@db/x", "db+postgresql://u@db/x")
+    env = {"FASTAPI_WEBSOCKETS_BACKEND": "rabbitmq", "FASTAPI_WEBSOCKETS_RABBITMQ_URL": "amqp://mq//"}
+    assert default_celery_urls(env) == ("amqp://mq//", "rpc://")
+    env = {"FASTAPI_WEBSOCKETS_BACKEND": "redis", "FASTAPI_WEBSOCKETS_REDIS_URL": "redis://r:1/2"}
+    assert default_celery_urls(env) == ("redis://r:1/2", "redis://r:1/2")
+    assert default_celery_urls({"FASTAPI_WEBSOCKETS_BACKEND": "nats"}) == ("redis://127.0.0.1:6379/0",) * 2
+
+
+async def test_announcement_reaches_clients_on_two_workers(stack: Stack) -> None:
+    token = stack.server.login("ops")
+    alice, bob = await clients_on_distinct_workers(stack.server.ws_url, [stack.server.login("alice"),
+                                                                           stack.server.login("bob")])
+    assert alice.worker != bob.worker
+    for client in (alice, bob):
+        await client.join("lobby")
+    assert stack.call("POST", "/api/jobs/announce", None, {"room": "lobby", "text": "x"})[0] == 401
+    status, job = stack.call("POST", "/api/jobs/announce", token, {"room": "lobby", "text": "maintenance at 22:00"})
+    assert status == 202, job
+    for client in (alice, bob):
+        frame = await client.expect("announcement", lambda f: f["id"] == job["id"], timeout=20)
+        assert (frame["room"], frame["text"]) == ("lobby", "maintenance at 22:00")
+    done = await asyncio.to_thread(stack.wait_job, token, job["id"])
+    assert done["result"] == {"id": job["id"], "room": "lobby", "sent": 1}
+    await expect_none([alice, bob], "announcement")
+    assert stack.call("GET", f"/api/jobs/{job['id']}", None)[0] == 401
+    for client in (alice, bob):
+        await client.close()
+
+
+async def test_broadcast_reaches_every_room_once(stack: Stack) -> None:
+    token = stack.server.login("ops")
+    clients = await clients_on_distinct_workers(stack.server.ws_url, [stack.server.login("carol"),
+                                                                      stack.server.login("dan")])
+    for client, room in zip(clients, ("red", "blue"), strict=True):
+        await client.join(room)
+    await asyncio.sleep(1.5)  # presence reaches both web workers (APP_PRESENCE_INTERVAL_SECONDS=1)
+    status, job = stack.call("POST", "/api/jobs/broadcast", token, {"text": "to everyone"})
+    assert status == 202, job
+    for client, room in zip(clients, ("red", "blue"), strict=True):
+        frame = await client.expect("announcement", lambda f: f["text"] == "to everyone", timeout=20)
+        assert (frame["id"], frame["room"]) == (job["id"], room)
+    done = await asyncio.to_thread(stack.wait_job, token, job["id"])
+    assert done["result"]["rooms"] >= 2
+    await expect_none(clients, "announcement")
+    for client in clients:
+        await client.close()
+
+
+async def test_chunked_notify_reaches_each_user_exactly_once(stack: Stack) -> None:
+    users = [f"user{i:02d}" for i in range(30)]
+    clients = await asyncio.gather(*(ChatClient.connect(stack.server.ws_url, stack.server.login(u)) for u in users))
+    assert len({c.worker for c in clients}) == 2
+    token = stack.server.login("ops")
+    status, job = stack.call("POST", "/api/jobs/notify", token, {"users": users, "text": "new release"})
+    assert status == 202, job
+    frames = await asyncio.gather(*(c.expect("direct", lambda f: f["id"] == job["id"], timeout=30) for c in clients))
+    assert [(f["to"], f["from"], f["text"]) for f in frames] == [(u, "ops", "new release") for u in users]
+    done = await asyncio.to_thread(stack.wait_job, token, job["id"])
+    assert done["result"] == {"id": job["id"], "users": 30, "chunks": 5}
+    await expect_none(clients, "direct")
+    stack.worker.wait_for(r"notify_chunk\[[^\]]+\] succeeded", times=5)
+    for client in clients:
+        await client.close()
+
+
+async def test_retry_after_broker_blip_does_not_double_send(prefix: str, tmp_path: Path) -> None:
+    """The worker's layer reaches Redis through a proxy that goes down mid-fan-out, then comes back."""
+    require_broker("redis")
+    host, port = URLS["redis"].split("//", 1)[1].split("/")[0].split(":")
+    proxy = TcpProxy((host, int(port)))
+    proxied = URLS["redis"].replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}")
+    try:
+        with run_stack("redis", prefix, tmp_path, FASTAPI_WEBSOCKETS_REDIS_URL=proxied,
+                       CELERY_BROKER_URL=URLS["redis"], CELERY_RESULT_BACKEND=URLS["redis"],
+                       APP_JOBS_SEND_RATE="10", APP_JOBS_MAX_RETRIES="10",
+                       APP_JOBS_LAYER_TIMEOUT_SECONDS="2") as stack:
+            users = [f"u{i:02d}" for i in range(30)]
+            clients = await asyncio.gather(*(ChatClient.connect(stack.server.ws_url, stack.server.login(u))
+                                             for u in users))
+            token = stack.server.login("ops")
+            status, job = stack.call("POST", "/api/jobs/notify", token, {"users": users, "text": "blip"})
+            assert status == 202, job
+            # 5 chunks of 7 at 10 sends/s on 2 processes: the fan-out takes ~2 s; cut it in the middle
+            await asyncio.to_thread(stack.worker.wait_for, r"notify_chunk\[[^\]]+\] received", 2, 20)
+            await asyncio.sleep(0.4)
+            proxy.down()
+            await asyncio.sleep(2)
+            proxy.up()
+            frames = await asyncio.gather(*(c.expect("direct", lambda f: f["id"] == job["id"], timeout=60)
+                                            for c in clients))
+            assert sorted(f["to"] for f in frames) == users
+            await expect_none(clients, "direct", seconds=3)
+            assert stack.worker.count(r"notify_chunk\[[^\]]+\] retry") >= 1, stack.worker.logs()[-3000:]
+            for client in clients:
+                await client.close()
+    finally:
+        proxy.close()
+
+
+async def test_job_that_exhausts_retries_is_logged_and_failed(prefix: str, tmp_path: Path) -> None:
+    require_broker("redis")
+    proxy = TcpProxy(("127.0.0.1", 9))  # nothing listens upstream: every layer operation fails
+    dead = f"redis://127.0.0.1:{proxy.port}/0"
+    try:
+        with run_stack("redis", prefix, tmp_path, FASTAPI_WEBSOCKETS_REDIS_URL=dead, CELERY_BROKER_URL=URLS["redis"],
+                       CELERY_RESULT_BACKEND=URLS["redis"], APP_JOBS_MAX_RETRIES="1") as stack:
+            token = stack.server.login("ops")
+            status, job = stack.call("POST", "/api/jobs/announce", token, {"room": "void", "text": "lost"})
+            assert status == 202
+            failed = await asyncio.to_thread(stack.wait_job, token, job["id"], ("FAILURE",), 30)
+            assert "BrokerUnavailable" in failed["error"]
+            stack.worker.wait_for(r"job failed for good: app\.worker\.tasks\.announce\[" + job["id"])
+            assert '"void", "lost"' in stack.worker.logs()
+    finally:
+        proxy.close()
+
+
+async def test_beat_posts_room_stats(prefix: str, tmp_path: Path) -> None:
+    require_broker("redis")
+    env = stack_env("redis", prefix, APP_JOBS_STATS_INTERVAL_SECONDS="1")
+    with run_stack("redis", prefix, tmp_path, env=env) as stack:
+        erin = await ChatClient.connect(stack.server.ws_url, stack.server.login("erin"))
+        await erin.join("stats")
+        await asyncio.sleep(1.2)  # the room reaches the other web worker's presence
+        with celery_beat(stack.env, tmp_path) as beat:
+            frame = await erin.expect("announcement", lambda f: "online here" in f["text"], timeout=30)
+            assert frame["text"].startswith("1 online here") and frame["room"] == "stats"
+            assert beat.count(r"Scheduler: Sending due task room-stats") >= 1
+        await erin.close()
