@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from dotenv import load_dotenv
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 ROOT = Path(__file__).resolve().parent.parent
-INSECURE_SECRET = "insecure-development-secret-change-me"  # noqa: S105 - refused in production
+INSECURE_SECRET = "insecure-development-secret-change-me"
 
 
 class Settings(BaseSettings):

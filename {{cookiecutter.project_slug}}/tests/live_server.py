@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .brokers import URLS
 
+TEST_SECRET = "test-secret-" + "x" * 32
 ROOT = Path(__file__).resolve().parent.parent
 BROKER_ENV = {
     "redis": "FASTAPI_WEBSOCKETS_REDIS_URL",
@@ -35,8 +36,10 @@ def free_port() -> int:
 def service_env(backend: str, prefix: str, **extra: str) -> dict[str, str]:
     """The environment of a service instance on ``backend``, namespaced by ``prefix``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FASTAPI_WEBSOCKETS_", "APP_"))}
-    env.update({"FASTAPI_WEBSOCKETS_BACKEND": backend, "APP_ENVIRONMENT": "test", "APP_SECRET_KEY": "test-secret-" + "x" * 32,
-                "APP_PRESENCE_INTERVAL_SECONDS": "1", "PYTHONUNBUFFERED": "1"})
+    env.update({
+        "FASTAPI_WEBSOCKETS_BACKEND": backend, "APP_ENVIRONMENT": "test", "APP_SECRET_KEY": TEST_SECRET,
+        "APP_PRESENCE_INTERVAL_SECONDS": "1", "PYTHONUNBUFFERED": "1",
+    })
     if backend in BROKER_ENV:
         env[BROKER_ENV[backend]] = URLS[backend]
         env[f"FASTAPI_WEBSOCKETS_{backend.upper()}_PREFIX"] = prefix

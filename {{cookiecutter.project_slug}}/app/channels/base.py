@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import msgpack
 
-from .exceptions import ChannelFull, LayerClosed
+from .exceptions import ChannelFull, ConfigurationError, LayerClosed
 from .names import is_process_local, process_of, validate_channel, validate_group
 from .serialization import Serializer, validate_message
 
@@ -59,8 +59,6 @@ class BaseChannelLayer(ABC):
                            ("capacity", self.capacity), ("inbox_capacity", self.inbox_capacity),
                            ("max_message_size", max_message_size)):
             if value <= 0:
-                from .exceptions import ConfigurationError
-
                 raise ConfigurationError(f"{key} must be positive, got {value!r}")
         self.serializer = Serializer(max_message_size, symmetric_encryption_keys)
         #: This process's id: the part of its channel names before ``!``.
@@ -214,11 +212,13 @@ class BaseChannelLayer(ABC):
 
     def _group_entry(self, group: str, data: bytes) -> bytes:
         """The inbox entry a backend delivers once per process for a group message."""
-        return msgpack.packb([_GROUP_ENTRY, group, data], use_bin_type=True)
+        entry: bytes = msgpack.packb([_GROUP_ENTRY, group, data], use_bin_type=True)
+        return entry
 
     def _channel_entry(self, channel: str, data: bytes) -> bytes:
         """The inbox entry for a message to one process-local channel."""
-        return msgpack.packb([_CHANNEL_ENTRY, channel, data], use_bin_type=True)
+        entry: bytes = msgpack.packb([_CHANNEL_ENTRY, channel, data], use_bin_type=True)
+        return entry
 
     def _deliver_entry(self, entry: bytes) -> None:
         """Hand one inbox entry to the local channels it is for. Never raises."""

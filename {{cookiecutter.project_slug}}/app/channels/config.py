@@ -30,12 +30,14 @@ def import_backend(path: str) -> type[BaseChannelLayer]:
     dotted = BACKENDS.get(path.lower(), path)
     module_name, _, class_name = dotted.rpartition(".")
     if not module_name:
-        raise ConfigurationError(f"unknown channel layer backend {path!r}: use one of {', '.join(BACKENDS)} or a dotted path")
+        raise ConfigurationError(
+            f"unknown channel layer backend {path!r}: use one of {', '.join(BACKENDS)} or a dotted path"
+        )
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
-            raise ConfigurationError(f"unknown channel layer backend {path!r}: module {module_name!r} not found") from exc
+            raise ConfigurationError(f"unknown channel layer backend {path!r}: no module {module_name!r}") from exc
         raise
     cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, BaseChannelLayer)):
@@ -74,7 +76,8 @@ def get_channel_layer(
     if config is None:
         return get_channel_layer_from_env(alias)
     if alias not in config:
-        raise ConfigurationError(f"no channel layer alias {alias!r} in the config (have: {', '.join(config) or 'none'})")
+        have = ", ".join(config) or "none"
+        raise ConfigurationError(f"no channel layer alias {alias!r} in the config (have: {have})")
     entry = config[alias]
     if not isinstance(entry, Mapping) or "BACKEND" not in entry:
         raise ConfigurationError(f"channel layer {alias!r} needs a 'BACKEND' key")
@@ -105,21 +108,22 @@ def env_prefix(alias: str = "default", environ: Mapping[str, str] | None = None)
 def config_from_env(alias: str = "default") -> dict[str, Any]:
     """The ``{"BACKEND": ..., "CONFIG": ...}`` entry the environment describes."""
     prefix = env_prefix(alias)
-    try:
-        backend = _Selector(_env_prefix=prefix).backend  # type: ignore[call-arg]
-        cls = import_backend(backend)
-        short = next((name for name, path in BACKENDS.items() if path.endswith(f".{cls.__name__}")), None)
-        config: dict[str, Any] = {}
-        if cls.env_model is not None and short is not None:
-            settings = cls.env_model(_env_prefix=f"{prefix}{short.upper()}_", _env_parse_none_str="")
-            config = settings.model_dump(exclude_none=True)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{prefix}{(short or '').upper() + '_' if len(err['loc']) else ''}{str(err['loc'][0]).upper() if err['loc'] else ''}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigurationError(f"invalid channel layer environment: {problems}") from None
+    backend = _read_env(_Selector, prefix).backend
+    cls = import_backend(backend)
+    short = next((name for name, path in BACKENDS.items() if path.endswith(f".{cls.__name__}")), None)
+    config: dict[str, Any] = {}
+    if cls.env_model is not None and short is not None:
+        config = _read_env(cls.env_model, f"{prefix}{short.upper()}_").model_dump(exclude_none=True)
     return {"BACKEND": backend, "CONFIG": config}
+
+
+def _read_env(model: type[Any], prefix: str) -> Any:
+    """Instantiate a settings model from ``prefix``-ed variables; errors name the variable."""
+    try:
+        return model(_env_prefix=prefix, _env_parse_none_str="")
+    except ValidationError as exc:
+        problems = "; ".join(f"{prefix}{str(err['loc'][0]).upper()}: {err['msg']}" for err in exc.errors())
+        raise ConfigurationError(f"invalid channel layer environment: {problems}") from None
 
 
 def get_channel_layer_from_env(alias: str = "default") -> BaseChannelLayer:

@@ -58,7 +58,9 @@ def _make_crypter(keys: Sequence[str | bytes]) -> Any:
     try:
         from cryptography.fernet import Fernet, MultiFernet
     except ImportError as exc:
-        raise BackendNotInstalled("symmetric_encryption_keys needs the 'encryption' extra: pip install '.[encryption]'") from exc
+        raise BackendNotInstalled(
+            "symmetric_encryption_keys needs the 'encryption' extra: pip install '.[encryption]'"
+        ) from exc
     fernets = []
     for key in keys:
         raw = key.encode() if isinstance(key, str) else key

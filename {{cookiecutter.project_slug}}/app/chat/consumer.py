@@ -153,7 +153,8 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
         room = frame.room
         if room not in self.rooms:
             if len(self.rooms) >= MAX_ROOMS_PER_CONNECTION:
-                await self.send_json(error_frame("too_many_rooms", f"leave a room first (limit {MAX_ROOMS_PER_CONNECTION})"))
+                detail = f"leave a room first (limit {MAX_ROOMS_PER_CONNECTION})"
+                await self.send_json(error_frame("too_many_rooms", detail))
                 return
             await self.group_add(room_group(room))
             self.rooms.add(room)

@@ -39,7 +39,9 @@ class Presence:
         self.channel = await self.layer.new_channel("presence")
         await self.layer.group_add(GROUP, self.channel)
         self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._heartbeat())]
-        await self.layer.group_send(GROUP, {"type": "presence.sync", "worker": self.worker_id, "reply_to": self.channel})
+        await self.layer.group_send(
+            GROUP, {"type": "presence.sync", "worker": self.worker_id, "reply_to": self.channel}
+        )
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -110,7 +112,8 @@ class Presence:
         return {room: sorted(counts) for room, counts in self.local.items()}
 
     async def _broadcast_snapshot(self) -> None:
-        await self.layer.group_send(GROUP, {"type": "presence.snapshot", "worker": self.worker_id, "rooms": self._snapshot()})
+        snapshot = {"type": "presence.snapshot", "worker": self.worker_id, "rooms": self._snapshot()}
+        await self.layer.group_send(GROUP, snapshot)
 
     async def _heartbeat(self) -> None:
         while True:

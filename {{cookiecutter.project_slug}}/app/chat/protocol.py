@@ -69,7 +69,9 @@ class Share(_Frame):
     mime: Annotated[str, StringConstraints(pattern=r"^image/(png|jpeg|gif|webp)$")]
 
 
-ClientFrame = Annotated[Join | Leave | Say | Typing | Direct | ListRooms | Who | Ping | Share, Field(discriminator="type")]
+ClientFrame = Annotated[
+    Join | Leave | Say | Typing | Direct | ListRooms | Who | Ping | Share, Field(discriminator="type")
+]
 _client_frame: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
 
 

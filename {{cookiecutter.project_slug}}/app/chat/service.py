@@ -51,7 +51,7 @@ class ChatService:
         await asyncio.gather(*(c.close(close_code, "server shutting down") for c in list(self.connections)))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):
-                while self.connections:
+                while self.connections:  # noqa: ASYNC110 - each consumer removes itself after leaving its groups
                     await asyncio.sleep(0.05)
 
     async def stop(self) -> None:

@@ -7,6 +7,7 @@ Prints ``ready`` once its members joined, then one JSON line: per-message receiv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from collections import Counter
@@ -26,10 +27,8 @@ async def main(backend: str, config: str, group: str, members: int, messages: in
         for _ in range(messages):
             counts[(await layer.receive(channel))["n"]] += 1
 
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.gather(*(drain(c) for c in channels)), timeout)
-    except asyncio.TimeoutError:
-        pass
     # anything beyond the expected count would be a duplicate: look briefly for extras
     extra = 0
     for channel in channels:
@@ -37,7 +36,7 @@ async def main(backend: str, config: str, group: str, members: int, messages: in
             while True:
                 await asyncio.wait_for(layer.receive(channel), 0.01)
                 extra += 1
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     print(json.dumps({"counts": dict(counts), "extra": extra, "dropped": layer.dropped}), flush=True)
     await layer.close()

@@ -111,7 +111,7 @@ async def test_capacity_named(make_layer: LayerFactory) -> None:
     layer = make_layer(capacity=3)
     for n in range(3):
         await layer.send("test.full", {"type": "m", "n": n})
-    with pytest.raises(ChannelFull, match="test.full"):
+    with pytest.raises(ChannelFull, match=r"test\.full"):
         await layer.send("test.full", {"type": "m", "n": 3})
     assert (await receive(layer, "test.full"))["n"] == 0
 
@@ -183,7 +183,7 @@ async def test_racing_cancellations_neither_lose_nor_duplicate(make_layer: Layer
         while len(got) < total:
             try:
                 message = await asyncio.wait_for(receiver.receive(channel), rng.choice((0.0005, 0.002, 0.05, 5)))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             got.append(message["n"])
         await producer

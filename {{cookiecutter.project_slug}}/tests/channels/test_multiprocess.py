@@ -33,7 +33,9 @@ async def test_four_processes_250_members_each(backend: str, prefix: str) -> Non
     require_broker(backend)
     config = layer_config(backend, prefix)
     processes, members, messages = 4, 250, 20
-    started = await asyncio.gather(*(start_members(backend, config, "room:big", members, messages) for _ in range(processes)))
+    started = await asyncio.gather(
+        *(start_members(backend, config, "room:big", members, messages) for _ in range(processes))
+    )
     sender = build_layer(backend, config)
     try:
         for n in range(messages):

@@ -107,7 +107,7 @@ async def test_sigterm_closes_with_1001_and_other_workers_keep_serving(server: L
     import signal
 
     os.kill(victim, signal.SIGTERM)
-    with pytest.raises(Exception) as closed:  # noqa: PT011 - websockets raises ConnectionClosed*
+    with pytest.raises(Exception) as closed:
         await ivan.expect("never", timeout=15)
     assert getattr(closed.value, "rcvd", None) is not None and closed.value.rcvd.code == 1001  # type: ignore[attr-defined]
     # ivan's entry leaves the room at once (the worker left its groups), and judy keeps chatting

@@ -48,9 +48,9 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     def _drop_expired(self, queue: asyncio.Queue[bytes]) -> None:
         now = time.time()
-        kept = [data for data in (queue.get_nowait() for _ in range(queue.qsize())) if self.serializer.loads(data)[0] >= now]
-        for data in kept:
-            queue.put_nowait(data)
+        for data in [queue.get_nowait() for _ in range(queue.qsize())]:
+            if self.serializer.loads(data)[0] >= now:
+                queue.put_nowait(data)
 
     async def _receive(self, channel: str) -> bytes | None:
         return await self._queue(channel).get()
