@@ -274,7 +274,10 @@ class RabbitMQChannelLayer(BaseChannelLayer):
             return self._inbox
 
     def _named_arguments(self) -> dict[str, Any]:
-        arguments: dict[str, Any] = {"x-max-length": self.capacity, "x-overflow": "reject-publish"}
+        # a quorum queue rejects only once it holds MORE than x-max-length, and applies the limit
+        # asynchronously: exact for sequential sends, concurrent ones in flight may overshoot it
+        limit = self.capacity - 1 if self.quorum else self.capacity
+        arguments: dict[str, Any] = {"x-max-length": limit, "x-overflow": "reject-publish"}
         if self.message_ttl is not None:
             arguments["x-message-ttl"] = self.message_ttl
         if self.queue_expiry is not None:
