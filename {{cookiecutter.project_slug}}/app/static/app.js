@@ -65,6 +65,7 @@ function showChat() {
 function showLogin(message) {
   $("chat").hidden = true;
   $("login").hidden = false;
+  $("whoami").textContent = "";
   $("login-error").textContent = message || "";
 }
 
@@ -129,6 +130,8 @@ const handlers = {
     for (const message of frame.history) list.push(messageItem(message));
     const seen = new Set(frame.history.map((m) => m.id));
     for (const item of state.messages.get(frame.room) || []) if (!seen.has(item.dataset.id)) list.push(item);
+    for (const item of state.messages.get(null) || []) list.push(item);  // what arrived while in no room
+    state.messages.delete(null);
     state.messages.set(frame.room, list);
     if (!state.active || state.active === frame.room || !state.rooms.has(state.active)) state.active = frame.room;
     saveRooms();
@@ -201,13 +204,14 @@ function messageItem(message) {
 }
 
 function append(room, item) {
-  if (!room) return;
-  const list = state.messages.get(room) || [];
+  // room null: no room is open (a direct message, an error); kept under null until a room is joined
+  const key = room || null;
+  const list = state.messages.get(key) || [];
   if (item.dataset.id && list.some((other) => other.dataset.id === item.dataset.id)) return;
   list.push(item);
   if (list.length > 500) list.shift();
-  state.messages.set(room, list);
-  if (room === state.active) {
+  state.messages.set(key, list);
+  if (key === (state.active || null)) {
     const box = $("messages");
     box.append(item);
     box.scrollTop = box.scrollHeight;
@@ -291,6 +295,7 @@ $("compose").addEventListener("submit", (event) => {
   } else if (state.active) {
     send({ type: "message", room: state.active, text });
     send({ type: "typing", room: state.active, typing: false });
+    state.lastTyping = 0;  // the next keystroke announces typing again at once
   }
   $("text").value = "";
 });
