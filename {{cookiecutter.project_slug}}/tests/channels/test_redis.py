@@ -270,6 +270,7 @@ async def test_memberships_come_back_after_a_restart_without_persistence(tmp_pat
         channel = await receiver.new_channel()
         await receiver.group_add("room", channel)
         private.kill()
+        await asyncio.sleep(0.5)
         private.start()
         key = "{" + receiver.prefix + ":g:room}p"
         await wait_until(lambda: cli(private.port, "zscore", key, receiver.process_id).strip() != "", "re-join")

@@ -171,7 +171,7 @@ class RedisChannelLayer(BaseChannelLayer):
         self._ttl_ms = int(self.expiry * 1000) + 1000
         self._limit = asyncio.Semaphore(max_connections)
         from redis.asyncio.retry import Retry
-        from redis.backoff import ExponentialBackoff, NoBackoff
+        from redis.backoff import NoBackoff
 
         # No client-side retries: a retried push whose reply was lost would deliver twice.
         kwargs: dict[str, Any] = {
@@ -179,6 +179,7 @@ class RedisChannelLayer(BaseChannelLayer):
             "retry": Retry(NoBackoff(), 0), "client_name": f"{self.prefix}:{self.process_id}",
         }
         self._cluster: Any = None
+        self._cluster_ready = asyncio.Lock()
         self._clients: list[Any] = []
         self._inbox_client: Any = None
         self._sentinel: Any = None
@@ -189,9 +190,8 @@ class RedisChannelLayer(BaseChannelLayer):
             from redis.asyncio.cluster import RedisCluster
 
             address = url or "redis://localhost:6379/0"
-            ckw = {**kwargs, "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 1)}
-            self._cluster = RedisCluster.from_url(address, max_connections=max_connections, **ckw)
-            self._inbox_client = RedisCluster.from_url(address, max_connections=2, **ckw)
+            self._cluster = RedisCluster.from_url(address, max_connections=max_connections, **kwargs)
+            self._inbox_client = RedisCluster.from_url(address, max_connections=2, **kwargs)
             self._where = f"Redis Cluster at {address}"
         elif sentinels:
             from redis.asyncio.sentinel import Sentinel
@@ -262,9 +262,24 @@ class RedisChannelLayer(BaseChannelLayer):
 
         async with self._limit:
             try:
+                if self._cluster is not None and self._cluster._initialize:
+                    await self._initialize_cluster()
                 yield
             except (rex.ConnectionError, rex.TimeoutError, rex.ClusterDownError, OSError) as exc:
+                # Idle connections to a crashed server are dead too: drop them so that the next
+                # command after a restart connects afresh instead of failing once per connection.
+                for client in self._clients:
+                    with contextlib.suppress(Exception):
+                        await client.connection_pool.disconnect(inuse_connections=False)
                 raise BrokerUnavailable(f"{self._where} is unavailable: {exc}") from exc
+
+    async def _initialize_cluster(self) -> None:
+        """Load the slot map once, before concurrent commands: redis-py's RedisCluster lets every
+        command that finds it uninitialized run ``initialize()`` at once, and those races close
+        connections under other commands (lost and duplicated writes, seen with redis-py 8.1)."""
+        async with self._cluster_ready:
+            if self._cluster._initialize:
+                await self._cluster.initialize()
 
     async def _eval(self, client: Any, script: _Script, keys: list[str], args: list[Any]) -> Any:
         from redis.exceptions import NoScriptError
