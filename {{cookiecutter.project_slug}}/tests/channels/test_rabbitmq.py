@@ -30,12 +30,12 @@ WAIT = 10
 
 @pytest.fixture
 async def layers() -> AsyncIterator[list[RabbitMQChannelLayer]]:
-    """Closes (after flushing the first) every layer a test appends."""
+    """Flushes, then closes, every layer a test appends (each deletes what it declared)."""
     made: list[RabbitMQChannelLayer] = []
     yield made
     open_layers = [layer for layer in made if not layer.closed]
-    if open_layers:
-        await open_layers[0].flush()
+    for layer in open_layers:
+        await layer.flush()
     for layer in open_layers:
         await layer.close()
 
