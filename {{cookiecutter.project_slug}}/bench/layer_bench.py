@@ -47,6 +47,7 @@ RAW = (
     "raw:postgresql-insert", "raw:postgresql-notify",
 )
 SETUP_TIMEOUT = 60.0
+NEEDS_PREPARE = {"seed:postgresql", "channels_postgres:postgresql"}
 
 
 @dataclass
@@ -181,14 +182,29 @@ class Proc:
         self.stderr.close()
 
 
-async def cleanup(python: Path, impl: str, prefix: str) -> None:
-    proc = await Proc.start(python, impl, "cleanup", prefix)
+async def chore(python: Path, impl: str, role: str, prefix: str) -> str | None:
+    """Run the ``prepare`` or ``cleanup`` role; the error text if it failed."""
+    proc = await Proc.start(python, impl, role, prefix)
     try:
-        await proc.event(30)
+        await proc.event(60)
+        return None
     except (TimeoutError, RuntimeError) as exc:
-        print(f"cleanup of {impl} {prefix} failed: {exc}", file=sys.stderr)
+        print(f"{role} of {impl} {prefix} failed: {exc}", file=sys.stderr)
+        return describe_failure(exc)
     finally:
         await proc.stop()
+
+
+async def prepare(python: Path, impl: str, prefix: str) -> None:
+    """Broker setup the case's processes would race to do (schemas, migrations); only some peers need it."""
+    if impl in NEEDS_PREPARE:
+        failed = await chore(python, impl, "prepare", prefix)
+        if failed:
+            raise RuntimeError(f"setup failed: {failed}")
+
+
+async def cleanup(python: Path, impl: str, prefix: str) -> None:
+    await chore(python, impl, "cleanup", prefix)
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -223,6 +239,7 @@ async def run_p2p(python: Path, impl: str, case: str, count: int, window: int, p
     procs: list[Proc] = []
     window = min(window, count)
     try:
+        await prepare(python, impl, prefix)
         if is_local(impl):
             proc = await Proc.start(python, impl, "p2p-local", prefix, count=count, window=window,
                                     payload=payload, deadline=deadline)
@@ -270,6 +287,7 @@ async def run_fanout(python: Path, impl: str, members: int, processes: int, mess
     prefix = f"bench{secrets.token_hex(4)}"
     procs: list[Proc] = []
     try:
+        await prepare(python, impl, prefix)
         if local:
             proc = await Proc.start(python, impl, "group-local", prefix, members=members, messages=messages,
                                     deadline=deadline)

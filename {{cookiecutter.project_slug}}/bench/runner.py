@@ -31,6 +31,8 @@ REDIS_URL = os.environ.get("FASTAPI_WEBSOCKETS_REDIS_URL", "redis://127.0.0.1:63
 PG_DSN = os.environ.get("FASTAPI_WEBSOCKETS_POSTGRESQL_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 NATS_URL = os.environ.get("FASTAPI_WEBSOCKETS_NATS_SERVERS", "nats://127.0.0.1:4222")
 AMQP_URL = os.environ.get("FASTAPI_WEBSOCKETS_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+GROUP = "bench-room"
+SEED_PG_POOL = 5
 #: The schema the Django ``channels_postgres`` peer migrates into, apart from everything else.
 CHANNELS_POSTGRES_SCHEMA = "bench_channels_postgres"
 SEED_CLASSES = {
@@ -63,6 +65,8 @@ class Impl:
         self.backend = backend
         self.prefix = prefix
         self.layer: Any = None
+        #: Set in receiving roles: the channels (and their broker queues) are this process's.
+        self.receiver = False
 
     async def open(self) -> None:
         raise NotImplementedError
@@ -85,6 +89,9 @@ class Impl:
     async def close(self) -> None:
         if self.layer is not None:
             await self.layer.close()
+
+    async def prepare(self) -> None:
+        """One-time broker setup before a case's processes start (so they do not race to create it)."""
 
     async def cleanup(self) -> None:
         """Remove everything this run's prefix left on the broker (a separate process, after the case)."""
@@ -134,6 +141,24 @@ class Seed(Impl):
         self.distributed = self.backend != "inmemory"
         path = f"fastapi_websockets.backends.{self.backend}.{SEED_CLASSES[self.backend]}"
         self.layer = get_channel_layer({"default": {"BACKEND": path, "CONFIG": self._config()}})
+        if self.backend == "postgresql":
+            import asyncpg
+
+            # The shared server allows 100 clients; the seed's default pool of 10 per process would exhaust it.
+            self.layer._pool = await asyncpg.create_pool(PG_DSN, min_size=1, max_size=SEED_PG_POOL)
+
+    async def prepare(self) -> None:
+        if self.backend == "postgresql":
+            await self.open()
+            await self.layer._get_pool()  # creates the schema once, before receivers race to
+            await self.layer.close()
+
+    async def close(self) -> None:
+        owned = self.backend == "rabbitmq" and self.receiver
+        queues = list(getattr(self.layer, "_declared_queues", {})) if owned else []
+        await self.layer.close()
+        if queues:
+            await amqp_delete(exchanges=[], queue_prefix=None, queues=queues)
 
     async def cleanup(self) -> None:
         p = self.prefix
@@ -155,7 +180,7 @@ class Seed(Impl):
                     await delete()
             await nc.close()
         elif self.backend == "rabbitmq":
-            await amqp_delete(exchanges=[p], queue_prefix=p)
+            await amqp_delete(exchanges=[p, f"{p}.group.{GROUP}"], queue_prefix=p)
 
 
 class ChannelsRedis(Impl):
@@ -188,6 +213,19 @@ class ChannelsPostgres(Impl):
 
         self.layer = PostgresChannelLayer(prefix=self.prefix, **django_database())
 
+    async def prepare(self) -> None:
+        """Its tables come from Django migrations: apply them once, in a schema of their own."""
+        import asyncpg
+
+        conn = await asyncpg.connect(PG_DSN)
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {CHANNELS_POSTGRES_SCHEMA}")
+        await conn.close()
+        configure_django()
+        from asgiref.sync import sync_to_async
+        from django.core.management import call_command
+
+        await sync_to_async(call_command)("migrate", "channels_postgres", verbosity=0)
+
     async def close(self) -> None:
         """channels_postgres has no close(): its listener task ends with the process."""
 
@@ -209,6 +247,11 @@ class ChannelsRabbitmq(Impl):
 
         self.layer = RabbitmqChannelLayer(host=AMQP_URL, groups_exchange=self.prefix)
 
+    async def new_channel(self) -> str:
+        # Its queue exists only once connected; a consumer is connected before anyone sends to it.
+        await self.layer.carehare_connection
+        return str(await self.layer.new_channel())
+
     async def cleanup(self) -> None:
         await amqp_delete(exchanges=[self.prefix], queue_prefix=None)
 
@@ -220,7 +263,7 @@ def configure_django() -> None:
     if not settings.configured:
         settings.configure(
             INSTALLED_APPS=["channels_postgres"] if _has_module("channels_postgres") else [],
-            DATABASES={"default": {"ENGINE": "django.db.backends.postgresql", **django_database()}},
+            DATABASES={"default": django_database()},
             USE_TZ=True,
         )
         import django
@@ -233,6 +276,8 @@ def django_database() -> dict[str, Any]:
 
     url = urlsplit(PG_DSN)
     return {
+        "ENGINE": "django.db.backends.postgresql", "TIME_ZONE": None, "CONN_MAX_AGE": 0, "CONN_HEALTH_CHECKS": False,
+        "AUTOCOMMIT": True, "ATOMIC_REQUESTS": False, "TEST": {},
         "NAME": url.path.lstrip("/") or "postgres",
         "USER": url.username or "postgres",
         "PASSWORD": url.password or "",
@@ -744,10 +789,11 @@ async def role_group_local(impl: Impl, args: argparse.Namespace) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     impl = make_impl(args.impl, args.prefix)
-    if args.role == "cleanup":
-        await impl.cleanup()
+    if args.role in ("prepare", "cleanup"):
+        await (impl.prepare() if args.role == "prepare" else impl.cleanup())
         emit(event="result")
         return
+    impl.receiver = args.role.endswith(("-recv", "-local"))
     await impl.open()
     roles = {
         "p2p-recv": role_p2p_recv, "p2p-send": role_p2p_send, "p2p-local": role_p2p_local,
@@ -762,7 +808,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--role", required=True)
     parser.add_argument("--prefix", required=True, help="unique per case: every name on the broker starts with it")
     parser.add_argument("--channel", default="")
-    parser.add_argument("--group", default="bench-room")
+    parser.add_argument("--group", default=GROUP)
     parser.add_argument("--members", type=int, default=1)
     parser.add_argument("--messages", type=int, default=10)
     parser.add_argument("--count", type=int, default=100)
