@@ -36,10 +36,11 @@ def make_celery() -> Celery:
         result_expires=86400,
         result_extended=True,
         broker_connection_retry_on_startup=True,
-        # Redis and SQLAlchemy transports redeliver an unacknowledged (acks_late) task after this.
-        broker_transport_options={"visibility_timeout": max(600, int(jobs.time_limit_seconds) * 4)},
         worker_hijack_root_logger=True,
     )
+    if broker.startswith(("redis", "rediss")):
+        # Redis redelivers an unacknowledged (acks_late) task after this: longer than any task runs.
+        app.conf.broker_transport_options = {"visibility_timeout": max(600, int(jobs.time_limit_seconds) * 4)}
     if jobs.stats_interval_seconds > 0:
         app.conf.beat_schedule = {
             "room-stats": {"task": "app.worker.tasks.post_room_stats", "schedule": jobs.stats_interval_seconds,

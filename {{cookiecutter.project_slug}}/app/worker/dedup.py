@@ -133,7 +133,9 @@ def markers_for(url: str, ttl: int) -> Markers:
     if scheme in ("redis", "rediss", "unix"):
         return RedisMarkers(url, ttl)
     if scheme.startswith("postgresql"):
-        return SqlMarkers(url, ttl)
+        from .settings import sqlalchemy_url
+
+        return SqlMarkers(sqlalchemy_url(url), ttl)
     if scheme in ("amqp", "amqps", "pyamqp"):
         return AmqpMarkers(url, ttl)
     if scheme == "memory":

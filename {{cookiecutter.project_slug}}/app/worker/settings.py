@@ -24,6 +24,14 @@ def _url(environ: Mapping[str, str], backend: str) -> str:
     return environ.get(variable) or default
 
 
+def sqlalchemy_url(dsn: str) -> str:
+    """A libpq DSN as a SQLAlchemy URL on psycopg2 (the ``celery`` extra; SQLAlchemy 2.1 defaults to psycopg 3)."""
+    for scheme in ("postgresql://", "postgres://"):
+        if dsn.startswith(scheme):
+            return "postgresql+psycopg2://" + dsn.removeprefix(scheme)
+    return dsn
+
+
 def default_celery_urls(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
     """``(broker, result backend)`` for the stack ``FASTAPI_WEBSOCKETS_BACKEND`` names.
 
@@ -38,7 +46,7 @@ def default_celery_urls(environ: Mapping[str, str] | None = None) -> tuple[str, 
     if backend == "rabbitmq":
         return _url(environ, "rabbitmq"), "rpc://"
     if backend == "postgresql":
-        dsn = _url(environ, "postgresql")
+        dsn = sqlalchemy_url(_url(environ, "postgresql"))
         return f"sqla+{dsn}", f"db+{dsn}"
     redis_url = _url(environ, "redis")
     return redis_url, redis_url

@@ -30,7 +30,7 @@ async def expect_none(clients: list[ChatClient], kind: str, seconds: float = 1.5
 
 def test_default_celery_urls_follow_the_layer() -> None:
     env = {"FASTAPI_WEBSOCKETS_BACKEND": "postgresql", "FASTAPI_WEBSOCKETS_POSTGRESQL_DSN": "postgresql://u@db/x"}
-    assert default_celery_urls(env) == ("sqla+postgresql://u@db/x", "db+postgresql://u@db/x")
+    assert default_celery_urls(env) == ("sqla+postgresql+psycopg2://u@db/x", "db+postgresql+psycopg2://u@db/x")
     env = {"FASTAPI_WEBSOCKETS_BACKEND": "rabbitmq", "FASTAPI_WEBSOCKETS_RABBITMQ_URL": "amqp://mq//"}
     assert default_celery_urls(env) == ("amqp://mq//", "rpc://")
     env = {"FASTAPI_WEBSOCKETS_BACKEND": "redis", "FASTAPI_WEBSOCKETS_REDIS_URL": "redis://r:1/2"}
