@@ -10,7 +10,9 @@ Broker objects, for ``queue_prefix`` Q (default: ``prefix``) and ``exchange_name
   copies it once per member process.
 * ``Q.channel.<name>``: a named channel, a durable queue (quorum with ``quorum=True``) with
   ``x-max-length=capacity`` and ``x-overflow=reject-publish``: a full channel nacks the
-  publish, which ``send`` raises as ``ChannelFull``.
+  publish, which ``send`` raises as ``ChannelFull``. (``capacity`` counts the messages waiting
+  on the broker, not those a receiver prefetched; a quorum queue applies it asynchronously,
+  so concurrent sends that race the limit may overshoot it a little.)
 * ``Q.member.<group>/<channel>``: a named channel (or another process's channel) added to a
   group. It is bound to X, holds nothing (``x-message-ttl=0``) and dead-letters each
   message into the channel's queue (or the owner's inbox); its ``x-expires`` is
@@ -204,6 +206,8 @@ class RabbitMQChannelLayer(BaseChannelLayer):
         try:
             async with asyncio.timeout(self.timeout):
                 yield
+        except BrokerUnavailable:
+            raise  # from a nested call, already explained
         except TimeoutError:
             raise BrokerUnavailable(f"{self._where}: {what} timed out after {self.timeout}s (broker down?)") from None
         except errors.ChannelPreconditionFailed as exc:
