@@ -402,7 +402,8 @@ async def until_works(what: Any, deadline: float = 60) -> Any:
 
 @pytest.mark.slow
 async def test_broker_restart_needs_no_application_restart(private_node: PrivateRabbitMQ) -> None:
-    config: dict[str, Any] = {"url": private_node.url, "prefix": f"t{secrets.token_hex(5)}", "timeout": 2, "poll_interval": 0.5}
+    prefix = f"t{secrets.token_hex(5)}"
+    config: dict[str, Any] = {"url": private_node.url, "prefix": prefix, "timeout": 2, "poll_interval": 0.5}
     app, other = RabbitMQChannelLayer(**config), RabbitMQChannelLayer(**config)
     try:
         local = await app.new_channel()
