@@ -100,12 +100,12 @@ async def make_layer() -> AsyncIterator[Factory]:
     await _cleanup(layers)
 
 
-async def receive(layer: BaseChannelLayer, channel: str, timeout: float = 10) -> dict[str, Any]:
-    return await asyncio.wait_for(layer.receive(channel), timeout)
+async def receive(layer: BaseChannelLayer, channel: str, within: float = 10) -> dict[str, Any]:
+    return await asyncio.wait_for(layer.receive(channel), within)
 
 
-async def wait_until(check: Callable[[], bool], what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
+async def wait_until(check: Callable[[], bool], what: str, within: float = 15) -> None:
+    deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what}")
@@ -158,7 +158,8 @@ async def test_cluster_three_processes(cluster_nodes: list[RedisServer]) -> None
             assert (await asyncio.wait_for(proc.stdout.readline(), 60)).strip() == b"ready"
         for n in range(messages):
             await sender.group_send("room", {"type": "m", "n": n})
-        reports = [json.loads((await asyncio.wait_for(p.communicate(), 60))[0].decode().splitlines()[-1]) for p in procs]
+        outputs = [(await asyncio.wait_for(p.communicate(), 60))[0] for p in procs]
+        reports = [json.loads(out.decode().splitlines()[-1]) for out in outputs]
     finally:
         for proc in procs:
             if proc.returncode is None:
