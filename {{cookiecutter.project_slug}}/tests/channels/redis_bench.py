@@ -9,6 +9,7 @@ last process received the last message. Every delivery is counted, so losses sho
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import sys
@@ -37,10 +38,8 @@ async def member(backend: str, config: str, group: str, members: int, messages: 
             last = time.time()
             first = first or last
 
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.gather(*(drain(c) for c in channels)), 120)
-    except asyncio.TimeoutError:
-        pass
     print(json.dumps({"received": received, "first": first, "last": last, "dropped": layer.dropped}), flush=True)
     await layer.close()
 
