@@ -147,11 +147,12 @@ const handlers = {
   message(frame) { append(frame.room, messageItem(frame)); },
   presence(frame) {
     state.members.set(frame.room, frame.members);
+    renderCount(frame.room);
     for (const user of frame.joined) append(frame.room, el("li", "system", `${user} joined`));
     for (const user of frame.left) append(frame.room, el("li", "system", `${user} left`));
     renderMembers();
   },
-  members(frame) { state.members.set(frame.room, frame.members); renderMembers(); },
+  members(frame) { state.members.set(frame.room, frame.members); renderCount(frame.room); renderMembers(); },
   typing(frame) {
     const room = state.typing.get(frame.room) || new Map();
     clearTimeout(room.get(frame.from));
@@ -243,6 +244,12 @@ function renderRooms(rooms) {
   $("rooms").replaceChildren(...items);
 }
 
+function renderCount(room) {
+  // the rooms list is polled every 10 s; a room we are in knows its members at once
+  const count = (state.members.get(room) || []).length;
+  for (const item of $("rooms").children) if (item.dataset.room === room) item.lastChild.textContent = String(count);
+}
+
 function renderMembers() {
   const users = state.members.get(state.active) || [];
   $("members").replaceChildren(...users.map((user) => {
@@ -294,15 +301,16 @@ $("compose").addEventListener("submit", (event) => {
     }
   } else if (state.active) {
     send({ type: "message", room: state.active, text });
-    send({ type: "typing", room: state.active, typing: false });
-    state.lastTyping = 0;  // the next keystroke announces typing again at once
   }
+  if (state.active && state.lastTyping) send({ type: "typing", room: state.active, typing: false });
+  state.lastTyping = 0;  // the next keystroke announces typing again at once
   $("text").value = "";
 });
 
 $("text").addEventListener("input", () => {
   const now = Date.now();
-  if (state.active && now - state.lastTyping > 2000) {
+  // a command such as /msg is not typing in the room (and must not hint at a private message)
+  if (state.active && !$("text").value.startsWith("/") && now - state.lastTyping > 2000) {
     state.lastTyping = now;
     send({ type: "typing", room: state.active, typing: true });
   }

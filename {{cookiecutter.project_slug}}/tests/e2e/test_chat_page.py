@@ -38,7 +38,10 @@ def png(width: int = 8, height: int = 6) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    rows = b"".join(b"\0" + bytes(v for x in range(width) for v in (x * 30, y * 40, 200)) for y in range(height))
+    def pixel(x: int, y: int) -> tuple[int, int, int]:
+        return 255 * x // max(width - 1, 1), 255 * y // max(height - 1, 1), 200
+
+    rows = b"".join(b"\0" + bytes(v for x in range(width) for v in pixel(x, y)) for y in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
@@ -58,6 +61,7 @@ def test_room_messages_members_and_typing(server: LiveServer, browse: Browse, un
     for chat in (alice, bob):
         chat.expect_members(uniq("alice"), uniq("bob"))
     expect(alice.page.locator(f'#members li[data-user="{uniq("alice")}"]')).to_have_text(f"{uniq('alice')} (you)")
+    expect(alice.page.locator(f'#rooms li[data-room="{room}"] .count')).to_have_text("2")
     expect(alice.messages.locator("li.system", has_text=f"{uniq('bob')} joined").first).to_be_visible()
 
     alice.say("hello from alice")
@@ -98,6 +102,8 @@ def test_direct_message_reaches_every_tab_of_its_user_and_no_one_else(
         tab.expect_item("direct", f"✉ {uniq('alice')} → you", "hello bob, just you")
         assert [f["text"] for f in tab.frames if f["type"] == "direct"] == ["hello bob, just you"]
     carol.page.wait_for_timeout(1000)
+    for chat in (bob_tab1, carol):  # writing a /msg is not typing in the room
+        assert not [f for f in chat.frames if f["type"] == "typing" and f["from"] == uniq("alice")], chat.label
     for chat in (alice, carol):
         assert not [f for f in chat.frames if f["type"] == "direct"], chat.label
     expect(carol.messages.locator("li.direct")).to_have_count(0)
