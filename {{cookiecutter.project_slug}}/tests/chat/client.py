@@ -56,12 +56,14 @@ class ChatClient:
         await self.connection.close()
 
 
-async def clients_on_distinct_workers(ws_url: str, tokens: list[str], attempts: int = 40) -> list[ChatClient]:
+async def clients_on_distinct_workers(
+    ws_url: str, tokens: list[str], attempts: int = 40, **connect: Any
+) -> list[ChatClient]:
     """One client per token, each served by a different worker process (reconnecting until so)."""
     chosen: list[ChatClient] = []
     for token in tokens:
         for _ in range(attempts):
-            client = await ChatClient.connect(ws_url, token)
+            client = await ChatClient.connect(ws_url, token, **connect)
             if client.worker not in {c.worker for c in chosen}:
                 chosen.append(client)
                 break
