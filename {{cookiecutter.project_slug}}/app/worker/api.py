@@ -9,7 +9,7 @@ import asyncio
 from typing import Annotated, Any
 
 from celery.result import AsyncResult
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, HTTPException, status
 from pydantic import BaseModel, Field
 
 from ..chat.api import current_user
@@ -67,9 +67,12 @@ async def post_notify(body: Notify, user: User) -> Job:
     return await _enqueue(notify_users, body.users, body.text, user)
 
 
-@router.get("/{job_id}", response_model=Job)
+@router.get("/{job_id}", response_model=Job, responses={501: {"description": "the result backend is rpc://"}})
 async def get_job(job_id: str, user: User) -> Job:
     """PENDING (or unknown), STARTED, RETRY, SUCCESS with the result, or FAILURE with the error."""
+    if str(celery.conf.result_backend).startswith("rpc"):
+        raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, "rpc:// results reach only the process that sent"
+                            " the job: set CELERY_RESULT_BACKEND to redis://... or db+postgresql://...")
 
     def read() -> Job:
         result = AsyncResult(job_id, app=celery)

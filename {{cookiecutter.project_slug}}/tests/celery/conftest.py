@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ..brokers import distributed_backends, require_broker
+from ..brokers import URLS, distributed_backends, require_broker
 from ..live_server import LiveServer, live_server, service_env
 from .processes import CeleryProcess, celery_worker
 
@@ -23,10 +23,25 @@ def stack_env(backend: str, prefix: str, **extra: str) -> dict[str, str]:
     """The service's environment plus the jobs settings; Celery URLs follow the backend's defaults."""
     env = service_env(backend, prefix, APP_JOBS_QUEUE=f"jobs-{prefix}", APP_JOBS_NOTIFY_CHUNK_SIZE="7",
                       APP_JOBS_STATS_INTERVAL_SECONDS="0", APP_JOBS_RETRY_BACKOFF_SECONDS="1",
-                      APP_JOBS_RETRY_BACKOFF_MAX_SECONDS="4", APP_JOBS_LAYER_TIMEOUT_SECONDS="5")
+                      APP_JOBS_RETRY_BACKOFF_MAX_SECONDS="4", APP_JOBS_LAYER_TIMEOUT_SECONDS="5",
+                      APP_JOBS_DEDUP_TTL_SECONDS="600")
     env = {k: v for k, v in env.items() if not k.startswith("CELERY_")}
     env.update(extra)
     return env
+
+
+def http(server: LiveServer, method: str, path: str, token: str | None,
+         body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """One JSON request to the service, with the bearer token when given."""
+    request = urllib.request.Request(server.url + path, method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": f"Bearer {token}"} if token else {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
 
 
 @dataclass
@@ -37,15 +52,7 @@ class Stack:
     env: dict[str, str]
 
     def call(self, method: str, path: str, token: str | None, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-        request = urllib.request.Request(self.server.url + path, method=method,
-                                         data=json.dumps(body).encode() if body is not None else None,
-                                         headers={"Content-Type": "application/json",
-                                                  **({"Authorization": f"Bearer {token}"} if token else {})})
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
+        return http(self.server, method, path, token, body)
 
     def wait_job(self, token: str, job_id: str, states: tuple[str, ...] = ("SUCCESS",), timeout: float = 30) -> Any:
         deadline = time.monotonic() + timeout
@@ -75,5 +82,9 @@ def stack(request: pytest.FixtureRequest, prefix: str, tmp_path: Path) -> Iterat
     require_broker(request.param)
     if request.param in ("nats", "inmemory"):
         require_broker("redis")  # the Celery broker of the nats stack
-    with run_stack(request.param, prefix, tmp_path) as running:
+    extra = {}
+    if request.param == "rabbitmq":  # rpc:// results reach only the caller: job state needs Redis here
+        require_broker("redis")
+        extra = {"CELERY_RESULT_BACKEND": URLS["redis"], "APP_JOBS_DEDUP_URL": URLS["rabbitmq"]}
+    with run_stack(request.param, prefix, tmp_path, env=stack_env(request.param, prefix, **extra)) as running:
         yield running

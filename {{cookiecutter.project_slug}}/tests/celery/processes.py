@@ -49,12 +49,13 @@ def celery_process(args: list[str], env: dict[str, str], log: Path) -> Iterator[
     try:
         yield running
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)  # warm shutdown: pool processes close their layers
+        # warm shutdown of the main process only: it stops its pool, whose processes close their layers
+        process.send_signal(signal.SIGTERM)
         try:
             process.wait(20)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait(5)
 
 

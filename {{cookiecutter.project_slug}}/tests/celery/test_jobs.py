@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
 
 from app.worker.settings import default_celery_urls
 
-from ..brokers import URLS, require_broker
+from ..brokers import URLS, distributed_backends, require_broker
 from ..chat.client import ChatClient, clients_on_distinct_workers
-from .conftest import Stack, run_stack, stack_env
+from ..live_server import live_server
+from .conftest import Stack, http, run_stack, stack_env
 from .processes import TcpProxy, celery_beat
 
 pytestmark = pytest.mark.slow
@@ -91,6 +93,7 @@ async def test_chunked_notify_reaches_each_user_exactly_once(stack: Stack) -> No
     assert done["result"] == {"id": job["id"], "users": 30, "chunks": 5}
     await expect_none(clients, "direct")
     stack.worker.wait_for(r"notify_chunk\[[^\]]+\] succeeded", times=5)
+    assert stack.worker.count(r"layer bridge ready") == 2  # one layer per pool process, not one per task
     for client in clients:
         await client.close()
 
@@ -123,6 +126,11 @@ async def test_retry_after_broker_blip_does_not_double_send(prefix: str, tmp_pat
             assert sorted(f["to"] for f in frames) == users
             await expect_none(clients, "direct", seconds=3)
             assert stack.worker.count(r"notify_chunk\[[^\]]+\] retry") >= 1, stack.worker.logs()[-3000:]
+            # the retried chunks resumed after their last marked user: 30 sends in all, across every attempt
+            stack.worker.wait_for(r"notify_chunk\[[^\]]+\] succeeded", times=5)
+            sent = re.findall(r"notify_chunk\[[^\]]+\] succeeded in [\d.]+s: \{'users': \d+, 'sent': (\d+)\}",
+                              stack.worker.logs())
+            assert sum(map(int, sent)) == 30, sent
             for client in clients:
                 await client.close()
     finally:
@@ -159,3 +167,14 @@ async def test_beat_posts_room_stats(prefix: str, tmp_path: Path) -> None:
             assert frame["text"].startswith("1 online here") and frame["room"] == "stats"
             assert beat.count(r"Scheduler: Sending due task room-stats") >= 1
         await erin.close()
+    assert stack.worker.count(r"layer bridge closed") == 2  # worker_process_shutdown closed each layer
+
+
+async def test_rpc_result_backend_refuses_job_state(prefix: str, tmp_path: Path) -> None:
+    """rpc:// (the rabbitmq stack's default) answers only the sender: the API says so instead of PENDING."""
+    if "rabbitmq" not in distributed_backends():
+        pytest.skip("no rabbitmq backend")
+    require_broker("rabbitmq")
+    with live_server(stack_env("rabbitmq", prefix), workers=1, tmp_path=tmp_path) as server:
+        status, body = http(server, "GET", "/api/jobs/some-id", server.login("ops"))
+        assert status == 501 and "CELERY_RESULT_BACKEND" in body["detail"]
