@@ -43,9 +43,6 @@ def service_env(backend: str, prefix: str, **extra: str) -> dict[str, str]:
     if backend in BROKER_ENV:
         env[BROKER_ENV[backend]] = URLS[backend]
         env[f"FASTAPI_WEBSOCKETS_{backend.upper()}_PREFIX"] = prefix
-    if backend == "postgresql":
-        env.pop("FASTAPI_WEBSOCKETS_POSTGRESQL_PREFIX")
-        env["FASTAPI_WEBSOCKETS_POSTGRESQL_SCHEMA"] = prefix
     env.update(extra)
     return env
 
