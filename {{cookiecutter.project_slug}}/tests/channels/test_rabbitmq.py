@@ -369,6 +369,25 @@ async def test_broker_down_is_broker_unavailable() -> None:
         await layer.close()
 
 
+async def test_silent_broker_times_out_instead_of_hanging() -> None:
+    """A peer that accepts TCP but never speaks AMQP (a hung broker): calls fail, bounded."""
+    writers: list[asyncio.StreamWriter] = []
+    server = await asyncio.start_server(lambda reader, writer: writers.append(writer), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    layer = RabbitMQChannelLayer(url=f"amqp://guest:guest@127.0.0.1:{port}/", timeout=1)
+    try:
+        for call in (lambda: layer.send("test.hung", {"type": "m"}), lambda: layer.group_send("g", {"type": "m"})):
+            with pytest.raises(BrokerUnavailable, match="timed out"):
+                await asyncio.wait_for(call(), WAIT)
+        assert layer._connection is None  # the failed attempt left no reconnect loop behind
+    finally:
+        await layer.close()
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 # ---------------------------------------------------------------- a private node that restarts
 
 

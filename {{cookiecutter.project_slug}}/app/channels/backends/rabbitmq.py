@@ -137,7 +137,7 @@ class RabbitMQChannelLayer(BaseChannelLayer):
         queue_expiry: int | None = None,
         poll_interval: float = 1.0,
         quorum: bool = False,
-        timeout: float = 5.0,
+        timeout: float = 10.0,
         **config: Any,
     ) -> None:
         """``message_ttl``/``queue_expiry`` are milliseconds (queue arguments of named channels;
@@ -173,6 +173,8 @@ class RabbitMQChannelLayer(BaseChannelLayer):
         self._inbox: AbstractRobustQueue | None = None
         self._inbox_lock = asyncio.Lock()
         self._inbox_tag: str | None = None
+        self._ack_latest: AbstractIncomingMessage | None = None
+        self._acker: asyncio.Task[None] | None = None
         self._exchange_ready = False
         self._joined: set[str] = set()
         self._declared: set[str] = set()  # named-channel queues this layer declared
@@ -227,14 +229,15 @@ class RabbitMQChannelLayer(BaseChannelLayer):
                 return self._connection
             self._check_open()
             aio_pika = _client()
-            async with self._guard("connect"):
-                connection: AbstractRobustConnection = await aio_pika.connect_robust(
-                    self.url,
-                    timeout=self.timeout,
-                    reconnect_interval=self.poll_interval,
-                    client_properties={"connection_name": f"{self.prefix} {self.process_id}"},
-                )
+            # built here rather than by connect_robust(), so a connect that times out can be closed:
+            # otherwise its reconnect loop would live on in the background
+            connection: AbstractRobustConnection = aio_pika.RobustConnection(
+                aio_pika.connection.make_url(self.url, reconnect_interval=self.poll_interval),
+                client_properties={"connection_name": f"{self.prefix} {self.process_id}"},
+            )
             try:
+                async with self._guard("connect"):
+                    await connection.connect(timeout=self.timeout)
                 async with self._guard("open channels"):
                     self._pub = await connection.channel(publisher_confirms=True, on_return_raises=True)
                     self._sub = await connection.channel(publisher_confirms=False)
@@ -454,13 +457,23 @@ class RabbitMQChannelLayer(BaseChannelLayer):
                     self.dropped += 1
                 elif entry:
                     deliver(entry)
-                with contextlib.suppress(Exception):
-                    await message.ack()
+                self._ack_latest = message
+                if self._acker is None or self._acker.done():
+                    self._acker = asyncio.get_running_loop().create_task(self._ack_inbox())
 
             async with self._guard("consume this process's inbox"):
                 # robust: aio-pika consumes again on its own after a reconnect
                 self._inbox_tag = await inbox.consume(on_message, timeout=self.timeout)
         await asyncio.Future()  # forever; the base cancels it on close
+
+    async def _ack_inbox(self) -> None:
+        """Ack delivered inbox messages in batches (one ``multiple`` ack for a burst of deliveries)."""
+        while self._ack_latest is not None:
+            for _ in range(3):  # let the rest of this burst reach on_message first
+                await asyncio.sleep(0)
+            message, self._ack_latest = self._ack_latest, None
+            with contextlib.suppress(Exception):  # a closed channel: the broker dropped the ack state anyway
+                await asyncio.wait_for(message.ack(multiple=True), self.timeout)
 
     def _inbox_entry(self, message: AbstractIncomingMessage) -> bytes | None:
         """The base's inbox entry for a delivered message; ``b""``: skip it, None: not understood."""
@@ -564,10 +577,11 @@ class RabbitMQChannelLayer(BaseChannelLayer):
         self._exchange_ready = False
 
     async def _close(self) -> None:
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reaper
+        for task in (self._reaper, self._acker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         connection, self._connection = self._connection, None
         self._consumers.clear()
         if connection is not None:
