@@ -69,15 +69,19 @@ def send_once(job_id: str, sends: Sequence[tuple[str, str, dict[str, Any]]]) -> 
     rate = get_job_settings().send_rate
     todo = set(store.unsent(f"{job_id}:{marker}" for marker, _, _ in sends))
     sent = 0
-    for marker, group_name, message in sends:
-        key = f"{job_id}:{marker}"
-        if key not in todo:
-            continue
-        bridge.group_send(group_name, message)
-        store.mark(key)
-        sent += 1
-        if rate:
-            time.sleep(1 / rate)
+    try:
+        for marker, group_name, message in sends:
+            key = f"{job_id}:{marker}"
+            if key not in todo:
+                continue
+            bridge.group_send(group_name, message)
+            store.mark(key)
+            sent += 1
+            if rate:
+                time.sleep(1 / rate)
+    except BaseException as exc:
+        logger.warning("job %s: %d of %d sent before %s", job_id, sent, len(todo), type(exc).__name__)
+        raise
     return sent
 
 
