@@ -10,8 +10,10 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
 
+from ..logs import configure_logging
+from ..settings import get_settings
 from .layer_bridge import start_bridge, stop_bridge
 from .settings import celery_urls, get_job_settings
 
@@ -36,7 +38,6 @@ def make_celery() -> Celery:
         result_expires=86400,
         result_extended=True,
         broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=True,
     )
     if broker.startswith(("redis", "rediss")):
         # Redis redelivers an unacknowledged (acks_late) task after this: longer than any task runs.
@@ -50,6 +51,12 @@ def make_celery() -> Celery:
 
 
 celery = make_celery()
+
+
+@setup_logging.connect
+def _logging(**_: Any) -> None:
+    """Log like the web service: ``APP_LOG_LEVEL``, JSON lines in production (``APP_LOG_JSON``)."""
+    configure_logging(get_settings())
 
 
 @worker_process_init.connect
