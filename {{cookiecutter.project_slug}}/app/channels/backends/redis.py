@@ -29,7 +29,11 @@ one dedicated connection, so there is nothing for a Pub/Sub notification to wake
 
 Connections per layer: the pool (``max_connections``, default 50, also bounding concurrent
 commands) plus one for the inbox, per server, whatever the number of channels and groups.
-Named-channel receives block for at most ``receive_timeout`` seconds on a pool connection.
+Named-channel receives block for at most ``receive_timeout`` seconds on a pool connection, and
+hold at most half of the pool. There are no client-side retries (a retried push whose reply was
+lost would be delivered twice): while Redis is down, operations raise ``BrokerUnavailable``; the
+inbox reader and named receives reconnect on their own and the inbox reader re-registers this
+process's groups, so a restarted (even emptied) Redis needs no application restart.
 """
 
 from __future__ import annotations
@@ -170,6 +174,8 @@ class RedisChannelLayer(BaseChannelLayer):
         self._inbox_key = f"{self._kp}i:{self.process_id}}}"
         self._ttl_ms = int(self.expiry * 1000) + 1000
         self._limit = asyncio.Semaphore(max_connections)
+        # Blocked named-channel pops may hold at most half the pool: sends always find a connection.
+        self._receive_slots = asyncio.Semaphore(max(1, max_connections // 2))
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
@@ -348,7 +354,7 @@ class RedisChannelLayer(BaseChannelLayer):
 
     async def _receive(self, channel: str) -> bytes | None:
         key = self._named_key(channel)
-        async with self._op():
+        async with self._receive_slots, self._op():
             result = await self._for(key).blpop([key], timeout=self.receive_timeout)
         if result is None:
             return None
