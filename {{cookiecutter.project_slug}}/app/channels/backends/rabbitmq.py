@@ -19,6 +19,11 @@ Broker objects, for ``queue_prefix`` Q (default: ``prefix``) and ``exchange_name
   ``group_expiry``, so RabbitMQ itself deletes the membership (and its binding) when it
   is not re-added in time, even if every process that added it died.
 
+A group message also reaches the sender's own members at once, in process (like a local
+send); the copy the exchange routes back to the sender's inbox carries its process id in
+header ``o`` and is skipped. ``new_channel`` declares the inbox before returning a name, so
+a message sent to it right away cannot be unroutable.
+
 Every publish waits for its publisher confirm and carries ``expiration`` = ``expiry``. One
 robust connection per layer, with three channels: publishing (confirms), the inbox
 consumer, and the named-channel consumers (one consumer per named channel received,
@@ -454,6 +459,7 @@ class RabbitMQChannelLayer(BaseChannelLayer):
             async def on_message(message: AbstractIncomingMessage) -> None:
                 entry = self._inbox_entry(message)
                 if entry is None:
+                    logger.warning("dropping an inbox message for no channel or group (headers %r)", message.headers)
                     self.dropped += 1
                 elif entry:
                     deliver(entry)
