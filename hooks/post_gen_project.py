@@ -19,11 +19,18 @@ BACKEND_PATTERNS = (
     "app/channels/backends/{name}.py",
     "tests/channels/test_{name}*.py",
     "tests/channels/{name}_*.py",
-    "compose/{name}.yaml",
-    "requirements/{name}.txt",
+    "compose/{name}*.yaml",
+    "requirements/*{name}*.txt",  # redis.txt, celery-redis.txt
 )
 # A developer's template checkout may hold these; cookiecutter.json copies them unrendered, then they go.
-CACHES = ("__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", "*.egg-info")
+JUNK = (
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    "*.egg-info",
+    "test-results",
+)
 
 
 def remove(path: Path) -> None:
@@ -48,8 +55,8 @@ def remove_celery() -> None:
         remove(path)
 
 
-def remove_caches() -> None:
-    for name in CACHES:
+def remove_junk() -> None:
+    for name in JUNK:
         for path in sorted(PROJECT.rglob(name), reverse=True):
             remove(path)
 
@@ -86,7 +93,7 @@ def main(context: dict[str, str]) -> None:
         remove_other_backends(context["channel_layer"])
     if context["use_celery"] == "no":
         remove_celery()
-    remove_caches()
+    remove_junk()
     create_env_file()
     print(next_steps(context))
 
