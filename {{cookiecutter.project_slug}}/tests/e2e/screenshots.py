@@ -12,7 +12,7 @@ import signal
 import tempfile
 from pathlib import Path
 
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, FilePayload, ViewportSize, expect, sync_playwright
 
 from ..live_server import ROOT, LiveServer, live_server, service_env
 from .chat_page import RECORDER, ChatPage
@@ -20,11 +20,11 @@ from .conftest import CHROMIUM, CHROMIUM_ARGS
 from .test_chat_page import png
 
 OUT = ROOT / "docs" / "screenshots"
-VIEWPORT = {"width": 1100, "height": 640}
+VIEWPORT = ViewportSize(width=1100, height=640)
 
 
 def user(browser: Browser, server: LiveServer, name: str) -> ChatPage:
-    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    context = browser.new_context(viewport=VIEWPORT)
     context.add_init_script(RECORDER)
     chat = ChatPage.open(context, server, name)
     chat.sign_in(name)
@@ -40,7 +40,7 @@ def shoot(browser: Browser, server: LiveServer) -> None:
     bob.say("Morning! Did the deploy go out?")
     alice.say("Yes, 3 workers behind the load balancer, all on one channel layer.")
     carol.say("Nice. Reconnects landed on another worker when I restarted one 🎉")
-    bob.page.set_input_files("#image", files=[{"name": "graph.png", "mimeType": "image/png", "buffer": png(120, 80)}])
+    bob.page.set_input_files("#image", files=FilePayload(name="graph.png", mimeType="image/png", buffer=png(120, 80)))
     alice.expect_item("message", "carol", "Nice. Reconnects landed on another worker when I restarted one 🎉")
     expect(alice.messages.locator("li.image img")).to_have_count(1)
     carol.say("/msg alice can you review my PR later?")
@@ -58,7 +58,7 @@ def shoot(browser: Browser, server: LiveServer) -> None:
 
 
 def shoot_refused(browser: Browser, server: LiveServer) -> None:
-    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    context = browser.new_context(viewport=VIEWPORT)
     chat = ChatPage.open(context, server, "mallory")
     chat.page.evaluate("sessionStorage.setItem('chat.token', 'forged'); sessionStorage.setItem('chat.user', 'mallory')")
     chat.page.reload()

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import jwt
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import FilePayload, expect
 
 from app.chat.auth import ALGORITHM, issue_token
 from app.settings import Settings
@@ -150,7 +150,7 @@ def test_shared_image_renders_on_the_other_side(server: LiveServer, browse: Brow
     alice.join(room)
     bob.join(room)
     image = png(8, 6)
-    alice.page.set_input_files("#image", files=[{"name": "dot.png", "mimeType": "image/png", "buffer": image}])
+    alice.page.set_input_files("#image", files=FilePayload(name="dot.png", mimeType="image/png", buffer=image))
     for chat in (bob, alice):
         shown = chat.messages.locator("li.image img")
         expect(shown).to_have_count(1)
@@ -171,7 +171,7 @@ def test_bad_token_is_refused_and_the_page_says_so(server: LiveServer, browse: B
         claims = {"sub": uniq("mallory"), "exp": int(time.time()) + 3600}
         token, reason = jwt.encode(claims, "not-the-server-secret-" + "x" * 16, algorithm=ALGORITHM), "invalid token"
     else:
-        settings = Settings(secret_key=server.env["APP_SECRET_KEY"])  # type: ignore[arg-type]
+        settings = Settings.model_validate({"secret_key": server.env["APP_SECRET_KEY"]})
         token, reason = issue_token(settings, uniq("mallory"), ttl=1), "token expired"
         time.sleep(2.1)
     mallory.page.evaluate("([token, user]) => { sessionStorage.setItem('chat.token', token);"
