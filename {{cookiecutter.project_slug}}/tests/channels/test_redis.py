@@ -174,8 +174,8 @@ async def test_cluster_three_processes(cluster_nodes: list[RedisServer]) -> None
 # ---------------------------------------------------------------- sharding over hosts
 
 
-def _keys(server: RedisServer, prefix: str) -> list[str]:
-    return [k for k in cli(server.port, "--scan", "--pattern", "{" + prefix + ":*").split("\n") if k]
+def _keys(server: RedisServer, prefix: str, db: int = 0) -> list[str]:
+    return [k for k in cli(server.port, "-n", str(db), "--scan", "--pattern", "{" + prefix + ":*").split("\n") if k]
 
 
 async def test_hosts_spread_channels_and_groups_cross_them(two_servers: list[RedisServer]) -> None:
@@ -406,6 +406,16 @@ async def test_channels_redis_style_config(make_layer: Factory) -> None:
             build_layer("redis", bad)
 
 
+async def test_errors_name_the_server_but_not_its_password() -> None:
+    layer = build_layer("redis", {"url": "redis://:hunter2@127.0.0.1:1/0", "prefix": "nopass"})
+    try:
+        with pytest.raises(BrokerUnavailable, match=r"127\.0\.0\.1:1") as caught:
+            await layer.group_send("room", {"type": "m"})
+        assert "hunter2" not in str(caught.value)
+    finally:
+        await layer.close()
+
+
 def test_missing_client_names_the_extra() -> None:
     code = ("import sys; sys.modules['redis'] = None; sys.modules['redis.asyncio'] = None\n"
             "from app.channels.config import build_layer\n"
@@ -421,7 +431,9 @@ async def test_sentinel(tmp_path: Path) -> None:
     master = RedisServer(tmp_path).start()
     sentinel = RedisServer(tmp_path, f"sentinel monitor mymaster 127.0.0.1 {master.port} 1",
                            "sentinel down-after-milliseconds mymaster 5000", sentinel=True)
-    make, layers = _factory({"sentinels": [f"127.0.0.1:{sentinel.port}"], "master_name": "mymaster"})
+    # the url only gives the master's db: its address comes from the sentinel
+    make, layers = _factory({"sentinels": [f"127.0.0.1:{sentinel.port}"], "master_name": "mymaster",
+                             "url": "redis://127.0.0.1:1/3"})
     try:
         sentinel.start()
         first, second = make(), make()
@@ -432,7 +444,8 @@ async def test_sentinel(tmp_path: Path) -> None:
         await second.send("test.sentinel", {"type": "m", "n": 3})
         assert [(await receive(first, channel))["n"] for _ in range(2)] == [1, 2]
         assert (await receive(first, "test.sentinel"))["n"] == 3
-        assert _keys(master, first.prefix)  # the data went to the master the sentinel named
+        assert _keys(master, first.prefix, db=3)  # the data went to the master the sentinel named
+        assert not _keys(master, first.prefix, db=0)
     finally:
         await _cleanup(layers)
         sentinel.stop()

@@ -45,6 +45,7 @@ import hashlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgpack
 from pydantic_settings import BaseSettings
@@ -137,6 +138,18 @@ class _Script:
 SEND, MEMBERS, GROUP_SEND = _Script(_SEND), _Script(_MEMBERS), _Script(_GROUP_SEND)
 
 
+def _redact(entry: Any) -> str:
+    """A host for error messages, without its password."""
+    if isinstance(entry, dict):
+        entry = entry.get("address") or f"{entry.get('host', 'localhost')}:{entry.get('port', 6379)}"
+    if isinstance(entry, str):
+        parts = urlsplit(entry)
+        if parts.password:
+            netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+            return parts._replace(netloc=netloc).geturl()
+    return str(entry)
+
+
 def _tag(key: str) -> str:
     return key[key.index("{") + 1 : key.index("}")]
 
@@ -198,13 +211,18 @@ class RedisChannelLayer(BaseChannelLayer):
             address = url or "redis://localhost:6379/0"
             self._cluster = RedisCluster.from_url(address, max_connections=max_connections, **kwargs)
             self._inbox_client = RedisCluster.from_url(address, max_connections=2, **kwargs)
-            self._where = f"Redis Cluster at {address}"
+            self._where = f"Redis Cluster at {_redact(address)}"
         elif sentinels:
             from redis.asyncio.sentinel import Sentinel
 
             if not master_name:
                 raise ConfigurationError("sentinels need master_name")
             addresses = [self._address(s) for s in sentinels]
+            if url:  # the master's db and credentials; its address comes from the sentinels
+                from redis.asyncio.connection import parse_url
+
+                parsed = parse_url(url)
+                kwargs.update({k: parsed[k] for k in ("db", "username", "password") if parsed.get(k) is not None})
             self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
                 addresses, sentinel_kwargs=sentinel_kwargs or {}, **kwargs
             )
@@ -218,7 +236,7 @@ class RedisChannelLayer(BaseChannelLayer):
             self._clients = [self._client(entry, max_connections, kwargs) for entry in entries]
             inbox_host = entries[self._ring(_tag(self._inbox_key), len(entries))]
             self._inbox_client = self._client(inbox_host, 1, kwargs)
-            self._where = f"Redis at {', '.join(map(str, entries))}"
+            self._where = f"Redis at {', '.join(map(_redact, entries))}"
 
     # ------------------------------------------------------------------ connections
 
