@@ -1,4 +1,4 @@
-"""Browser fixtures: one headless Chromium per session, a live server per backend, a context per user.
+"""Browser fixtures: one headless Chromium per module, a live server per backend, a context per user.
 
 Chromium comes from the system (``apt-get install chromium``) or ``E2E_CHROMIUM``; ``playwright install``
 is not needed. On failure each test leaves a screenshot, a Playwright trace (``playwright show-trace``),
@@ -44,8 +44,10 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Module-scoped, not session-scoped: while the sync API runs, its event loop counts as running in this
+    thread, so an asyncio test collected after the e2e modules could not start its own loop."""
     if not Path(CHROMIUM).exists():
         message = f"no Chromium at {CHROMIUM} (apt-get install chromium, or set E2E_CHROMIUM)"
         if in_ci():
