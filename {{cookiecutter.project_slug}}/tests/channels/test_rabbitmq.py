@@ -320,6 +320,31 @@ async def exists(kind: str, name: str) -> bool:
         await connection.close()
 
 
+async def test_layers_recover_when_another_flushes_the_exchange(make: Any) -> None:
+    member, flusher = make(), make()
+    one = await member.new_channel()
+    await member.group_add("a", one)
+    await member.group_add("a", "test.named-member")
+    await flusher.group_send("a", {"type": "m", "n": 0})
+    assert (await asyncio.wait_for(member.receive(one), WAIT))["n"] == 0
+    await flusher.flush()  # deletes the exchange under member's feet
+    assert not await exists("exchange", member.exchange_name)
+    # member's next joins, adds and sends declare it again (and are not refused with a 404)
+    two = await member.new_channel()
+    await member.group_add("b", two)
+    await member.group_add("b", "test.named-member")
+    await member.group_send("b", {"type": "m", "n": 1})
+    await flusher.group_send("b", {"type": "m", "n": 2})
+    assert [(await asyncio.wait_for(member.receive(two), WAIT))["n"] for _ in range(2)] == [1, 2]
+    got = [(await asyncio.wait_for(member.receive("test.named-member"), WAIT))["n"] for _ in range(3)]
+    assert got == [0, 1, 2]
+    # its inbox consumer survived the channel errors: a direct send still arrives, once
+    await flusher.send(one, {"type": "m", "n": 3})
+    assert (await asyncio.wait_for(member.receive(one), WAIT))["n"] == 3
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(member.receive(two), 0.5)
+
+
 # ---------------------------------------------------------------- configuration
 
 

@@ -45,7 +45,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
@@ -261,6 +261,15 @@ class RabbitMQChannelLayer(BaseChannelLayer):
         assert self._pub is not None and self._sub is not None and self._named is not None
         return self._pub, self._sub, self._named
 
+    async def _reopened(self, channel: AbstractRobustChannel, what: str) -> None:
+        """Wait (bounded) until aio-pika reopened and restored a channel the broker closed."""
+        async with self._guard(what):
+            # aio-pika reopens it from a close callback that may not have run yet; it offers no
+            # event for "closed, then reopened", so poll briefly (bounded by the guard)
+            while channel.is_closed:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            await channel.ready()
+
     async def _ensure_exchange(self) -> None:
         if self._exchange_ready:
             return
@@ -346,8 +355,7 @@ class RabbitMQChannelLayer(BaseChannelLayer):
                     self._exchange_ready = False
                     await self._ensure_exchange()
                 elif isinstance(cause, (errors.ChannelClosed, errors.ChannelInvalidStateError)):
-                    async with self._guard(what):
-                        await pub.ready()  # the channel is reopening (aio-pika does it)
+                    await self._reopened(pub, what)
                 else:
                     raise
         raise AssertionError("unreachable")
@@ -494,11 +502,27 @@ class RabbitMQChannelLayer(BaseChannelLayer):
             channel = died_in.rpartition("/")[2].replace("#", "!") if "/" in died_in else None
         return None if channel is None else self._channel_entry(channel, message.body)
 
+    async def _bind(self, channel: AbstractRobustChannel, what: str, bind: Callable[[], Awaitable[object]]) -> None:
+        """Bind to the exchange; if a flush elsewhere deleted it, declare it again and retry once."""
+        errors = _client().exceptions
+        for attempt in range(2):
+            await self._ensure_exchange()
+            try:
+                async with self._guard(what):
+                    await bind()
+                return
+            except BrokerUnavailable as exc:
+                if attempt or not isinstance(exc.__cause__, errors.ChannelNotFoundEntity):
+                    raise
+                self._exchange_ready = False
+                await self._reopened(channel, what)
+
     async def _group_join(self, group: str) -> None:
         inbox = await self._ensure_inbox()
-        await self._ensure_exchange()
-        async with self._guard(f"join group {group!r}"):
-            await inbox.bind(self.exchange_name, group, timeout=self.timeout)
+        _, sub, _ = await self._channels()
+        await self._bind(
+            sub, f"join group {group!r}", lambda: inbox.bind(self.exchange_name, group, timeout=self.timeout)
+        )
         self._joined.add(group)
 
     async def _group_leave(self, group: str) -> None:
@@ -520,10 +544,10 @@ class RabbitMQChannelLayer(BaseChannelLayer):
             target = self._inbox_of(process_of(channel))
         else:
             target = await self._declare_named(channel)
-        await self._ensure_exchange()
         pub, _, _ = await self._channels()
         name = self._member_queue(group, channel)
-        async with self._guard(f"add {channel!r} to group {group!r}"):
+        what = f"add {channel!r} to group {group!r}"
+        async with self._guard(what):
             # re-declaring restarts x-expires: a member lasts group_expiry after its latest group_add
             queue = await pub.declare_queue(
                 name,
@@ -537,8 +561,8 @@ class RabbitMQChannelLayer(BaseChannelLayer):
                 timeout=self.timeout,
                 robust=False,
             )
-            await queue.bind(self.exchange_name, group, timeout=self.timeout, robust=False)
         self._members.add(name)
+        await self._bind(pub, what, lambda: queue.bind(self.exchange_name, group, timeout=self.timeout, robust=False))
 
     async def _group_discard_channel(self, group: str, channel: str) -> None:
         pub, _, _ = await self._channels()
