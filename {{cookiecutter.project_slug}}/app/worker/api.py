@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from celery.result import AsyncResult
 from fastapi import APIRouter, Depends, HTTPException, status
+from kombu.exceptions import OperationalError
 from pydantic import BaseModel, Field
 
 from ..chat.api import current_user
@@ -45,7 +46,10 @@ class Job(BaseModel):
 
 
 async def _enqueue(task: Any, *args: Any, **kwargs: Any) -> Job:
-    result = await asyncio.to_thread(task.apply_async, args, kwargs)
+    try:
+        result = await asyncio.to_thread(task.apply_async, args, kwargs)
+    except OperationalError as exc:  # the Celery broker is down (after kombu's publish retries)
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"job queue unavailable: {exc}") from None
     return Job(id=result.id, state="PENDING")
 
 
