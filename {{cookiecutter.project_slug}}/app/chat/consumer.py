@@ -116,13 +116,15 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
             await self.close(CLOSE_TOO_BIG, f"frame of {size} bytes is over the {limit}-byte limit")
             return
         if not self.bucket.allow():
+            # One error frame per flood (answering each frame would amplify it); a long flood closes.
             ERRORS.labels(code="rate_limited").inc()
             self.strikes += 1
-            if self.strikes > self.settings.rate_limit_burst:
-                await self.close(CLOSE_POLICY, "rate limit exceeded")
-            else:
+            if self.strikes == 1:
                 await self.send_json(error_frame("rate_limited", "too many frames; slow down"))
+            elif self.strikes > self.settings.rate_limit_burst:
+                await self.close(CLOSE_POLICY, "rate limit exceeded")
             return
+        self.strikes = 0
         await super().receive(text_data=text_data, bytes_data=bytes_data)
 
     async def invalid_json(self, error: str) -> None:

@@ -1,0 +1,211 @@
+"""The protocol's edges on a real server: auth, origins, invalid frames, limits, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from app.chat.auth import issue_token
+from app.settings import Settings
+
+from ..live_server import TEST_SECRET, LiveServer, live_server, service_env
+from .client import ChatClient
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    env = service_env("inmemory", "protocol", APP_RATE_LIMIT_BURST="20", APP_RATE_LIMIT_PER_SECOND="5",
+                      APP_SEND_QUEUE_SIZE="8")
+    with live_server(env, workers=1, tmp_path=tmp_path_factory.mktemp("server")) as running:
+        yield running
+
+
+async def closed_with(server: LiveServer, query: str, **connect: object) -> tuple[int, str]:
+    async with websockets.connect(f"{server.ws_url}?{query}", **connect) as socket:  # type: ignore[arg-type]
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(socket.recv(), 10)
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [("", "missing token"), ("token=forged.token.value", "invalid token"), ("token=", "missing token")],
+)
+async def test_bad_tokens_are_refused_with_1008(server: LiveServer, query: str, reason: str) -> None:
+    assert await closed_with(server, query) == (1008, reason)
+
+
+async def test_expired_and_foreign_tokens_are_refused(server: LiveServer) -> None:
+    settings = Settings(secret_key=TEST_SECRET)
+    expired = issue_token(settings, "old", ttl=-5)
+    assert await closed_with(server, f"token={expired}") == (1008, "token expired")
+    foreign = issue_token(Settings(secret_key="another-secret-" + "y" * 32), "mallory")
+    assert await closed_with(server, f"token={foreign}") == (1008, "invalid token")
+
+
+async def test_foreign_origin_is_refused(server: LiveServer) -> None:
+    code, reason = await closed_with(server, f"token={server.login('eve')}", origin="http://evil.example")
+    assert code == 1008 and "evil.example" in reason
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "detail"),
+    [
+        ("not json", "invalid_json", "not JSON"),
+        ("[1, 2]", "invalid_frame", "frame"),
+        ('{"type": "nope"}', "invalid_frame", "does not match"),
+        ('{"type": "join"}', "invalid_frame", "join.room: Field required"),
+        ('{"type": "join", "room": "a/b"}', "invalid_frame", "join.room"),
+        ('{"type": "message", "room": "x", "text": ""}', "invalid_frame", "message.text"),
+        ('{"type": "message", "room": "x", "text": "hi", "extra": 1}', "invalid_frame", "extra"),
+        ('{"type": "message", "room": "never-joined", "text": "hi"}', "not_in_room", "never-joined"),
+        ('{"type": "share", "room": "x", "mime": "text/html"}', "invalid_frame", "share.mime"),
+        ('{"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": 1}}}}}}}}', "invalid_frame", "type"),
+    ],
+)
+async def test_invalid_frames_get_an_error_and_the_connection_stays(
+    server: LiveServer, frame: str, code: str, detail: str
+) -> None:
+    client = await ChatClient.connect(server.ws_url, server.login("frank"))
+    await client.connection.send(frame)
+    error = await client.expect("error")
+    assert error["code"] == code and detail in error["detail"]
+    await client.send(type="ping")
+    await client.expect("pong")
+    await client.close()
+
+
+async def test_binary_without_share_header_is_an_error(server: LiveServer) -> None:
+    client = await ChatClient.connect(server.ws_url, server.login("gus"))
+    await client.connection.send(b"\x89PNG")
+    assert (await client.expect("error"))["code"] == "unexpected_binary"
+    await client.close()
+
+
+async def test_image_share_relays_bytes(server: LiveServer) -> None:
+    sender = await ChatClient.connect(server.ws_url, server.login("hal"))
+    receiver = await ChatClient.connect(server.ws_url, server.login("ida"))
+    await sender.join("pics")
+    await receiver.join("pics")
+    await sender.send(type="share", room="pics", mime="image/png")
+    await sender.connection.send(b"\x89PNG\r\n\x1a\nDATA")
+    header = await receiver.expect("share")
+    assert (header["from"], header["mime"], header["size"]) == ("hal", "image/png", 12)
+    assert await receiver.expect_bytes() == b"\x89PNG\r\n\x1a\nDATA"
+    await sender.close()
+    await receiver.close()
+
+
+@pytest.mark.parametrize(("payload", "limit"), [("x" * 20_000, "16384"), (b"x" * 300_000, "262144")])
+async def test_oversized_frames_close_with_1009(server: LiveServer, payload: str | bytes, limit: str) -> None:
+    client = await ChatClient.connect(server.ws_url, server.login("jay"))
+    await client.connection.send(payload)
+    with pytest.raises(ConnectionClosed) as closed:
+        await client.expect("never")
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009 and limit in closed.value.rcvd.reason
+
+
+async def test_over_the_rate_one_error_then_the_connection_stays(server: LiveServer) -> None:
+    client = await ChatClient.connect(server.ws_url, server.login("kim"))
+    await client.join("flood")
+    for _ in range(25):  # burst 20: five over the limit, each dropped, one error frame for them all
+        await client.send(type="typing", room="flood")
+    assert (await client.expect("error"))["code"] == "rate_limited"
+    await asyncio.sleep(1)
+    await client.send(type="ping")
+    await client.expect("pong")
+    assert [f for f in client.seen if isinstance(f, dict) and f.get("type") == "error"] == [
+        {"type": "error", "code": "rate_limited", "detail": "too many frames; slow down"}
+    ]
+    await client.close()
+
+
+async def test_flood_is_closed_with_1008_and_others_keep_being_served(server: LiveServer) -> None:
+    client = await ChatClient.connect(server.ws_url, server.login("kim"))
+    await client.join("flood")
+    for _ in range(200):
+        try:
+            await client.send(type="typing", room="flood")
+        except ConnectionClosed:
+            break
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            await client.expect("never", timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    other = await ChatClient.connect(server.ws_url, server.login("lea"))
+    await other.send(type="ping")
+    await other.expect("pong")
+    await other.close()
+
+
+async def test_slow_consumer_is_closed_and_others_keep_receiving(server: LiveServer) -> None:
+    token = server.login("slow")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader that stops: tiny kernel buffer
+    sock.connect(("127.0.0.1", server.port))
+    slow = await websockets.connect(f"{server.ws_url}?token={token}", sock=sock, max_queue=1)
+    await slow.send(json.dumps({"type": "join", "room": "busy"}))
+    fast = await ChatClient.connect(server.ws_url, server.login("fast"))
+    await fast.join("busy")
+    poster = server.login("poster")
+    total = 1500  # ~6 MB: more than the kernel buffers hold, so the slow client's send queue (8) fills
+    for n in range(total):
+        status, _ = server.post("/api/rooms/busy/messages", {"text": f"m{n} " + "x" * 3900}, token=poster)
+        assert status == 202
+        if n % 100 == 0:  # the fast client reads as it goes
+            while [f for f in fast.seen if isinstance(f, dict) and f.get("type") == "message"].__len__() < n:
+                await fast.expect("message", timeout=20)
+    received = len([f for f in fast.seen if isinstance(f, dict) and f.get("type") == "message"])
+    while received < total:
+        await fast.expect("message", timeout=20)
+        received += 1
+    assert received == total
+    with pytest.raises(ConnectionClosed) as closed:
+        async with asyncio.timeout(20):
+            while True:
+                await slow.recv()
+    # the close frame (1013) may not get through a client that stopped reading; the server says why
+    assert closed.value.rcvd is None or closed.value.rcvd.code == 1013
+    assert "closing a slow consumer" in server.logs()
+    await fast.close()
+
+
+async def test_metrics_and_health(server: LiveServer) -> None:
+    assert server.get("/healthz") == (200, {"status": "ok"})
+    status, ready = server.get("/readyz")
+    assert status == 200 and ready["status"] == "ok"
+    import urllib.request
+
+    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    assert "chat_frames_in_total" in text and "chat_errors_total" in text and "chat_layer_send_seconds" in text
+
+
+def test_production_refuses_the_default_secret() -> None:
+    with pytest.raises(ValueError, match="APP_SECRET_KEY must be set"):
+        Settings(environment="production")
+    with pytest.raises(ValueError, match="at least 32"):
+        Settings(environment="production", secret_key="short")
+
+
+def test_malformed_app_setting_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_HISTORY_SIZE", "many")
+    with pytest.raises(ValueError, match="history_size"):
+        Settings()
+
+
+def test_openapi_lists_the_api(tmp_path: Path) -> None:
+    from app.main import create_app
+
+    paths = create_app(Settings(secret_key=TEST_SECRET)).openapi()["paths"]
+    assert {"/api/login", "/api/rooms", "/api/rooms/{room}/messages", "/api/users/{username}/notify",
+            "/healthz", "/readyz", "/metrics"} <= set(paths)
