@@ -201,6 +201,19 @@ async def test_named_member_expires_on_the_broker_after_its_process_died(make: A
         await asyncio.wait_for(reader.receive("test.worker"), 0.5)
 
 
+async def test_longest_names_fit_amqp_limits(make: Any) -> None:
+    prefix = "p" * 99
+    layer = make(prefix=prefix)
+    sender = make(prefix=prefix)
+    group, named = "g" * 99, "n" * 99
+    remote = await layer.new_channel("c" * 40)
+    await sender.group_add(group, named)
+    await sender.group_add(group, remote)  # another process's channel: its name is read back
+    await sender.group_send(group, {"type": "m"})
+    assert (await asyncio.wait_for(sender.receive(named), WAIT))["type"] == "m"
+    assert (await asyncio.wait_for(layer.receive(remote), WAIT))["type"] == "m"
+
+
 async def test_re_adding_a_named_member_renews_it(make: Any) -> None:
     layer = make(group_expiry=1.5)
     await layer.group_add("g", "test.renewed")

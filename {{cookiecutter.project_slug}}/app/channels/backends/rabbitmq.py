@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import time
@@ -196,8 +197,12 @@ class RabbitMQChannelLayer(BaseChannelLayer):
         return f"{self.queue_prefix}.inbox.{process}"
 
     def _member_queue(self, group: str, channel: str) -> str:
-        # AMQP names allow no '!', and '/' and '#' occur in no channel or group name
-        return f"{self.queue_prefix}.member.{group}/{channel.replace('!', '#')}"
+        # AMQP names allow no '!', and '/', '#' and '@' occur in no channel or group name
+        name = f"{self.queue_prefix}.member.{group}/{channel.replace('!', '#')}"
+        if len(name) > 255:  # the AMQP limit: shorten the group part, keep the channel (it is parsed back)
+            digest = hashlib.sha1(group.encode(), usedforsecurity=False).hexdigest()
+            name = f"{self.queue_prefix}.member.@{digest}/{channel.replace('!', '#')}"
+        return name
 
     @property
     def _where(self) -> str:
