@@ -283,10 +283,13 @@ class NATSChannelLayer(BaseChannelLayer):
         """Create the streams and buckets (idempotent); a differing existing one is a ConfigurationError."""
         if self._ensured and not force:
             return
+        generation = self._generation
         js = await self._connect()
         async with self._ensure_lock:
             if self._ensured and not force:
                 return
+            if generation != self._generation:  # never recreate what a concurrent flush() just deleted
+                raise BrokerUnavailable("the layer was flushed while this call was in flight; retry it")
             for config in self._stream_configs():
                 await self._add_stream(js, config)
             self._ensured = True
@@ -344,7 +347,7 @@ class NATSChannelLayer(BaseChannelLayer):
         return f"{self.process_id}.{next(self._ids)}"
 
     async def _publish(self, subject: str, payload: bytes, headers: dict[str, str] | None = None,
-                       *, retry: bool = True, channel: str | None = None) -> int:
+                       *, retry: bool = True, channel: str | None = None, create: bool = True) -> int:
         """Publish and wait for the JetStream ack; return the stream sequence.
 
         Retries across reconnects and leader elections until ``message_timeout`` (the msg id makes a
@@ -381,6 +384,8 @@ class NATSChannelLayer(BaseChannelLayer):
             except js_errors.NoStreamResponseError as exc:
                 # No stream takes the subject: flushed by another layer, or a cluster leader election.
                 last = exc
+                if not create:
+                    raise BrokerUnavailable(f"no NATS stream takes {subject!r} (flushed?)") from exc
                 if not ensured_again and not self._closed:
                     ensured_again = True
                     with contextlib.suppress(BrokerUnavailable):
@@ -648,11 +653,12 @@ class NATSChannelLayer(BaseChannelLayer):
         except TimeoutError:
             raise BrokerUnavailable(f"could not read the group buckets within {self.message_timeout}s") from None
 
-    async def _kv(self, view: _View, group: str, member: str, *, delete: bool = False, wait: bool = True) -> None:
+    async def _kv(self, view: _View, group: str, member: str, *, delete: bool = False, wait: bool = True,
+                  create: bool = True) -> None:
         """Put or delete one membership key, apply it to our view, then (bounded) wait for the
         watcher to pass it, so this view includes every change made before ours."""
         subject = f"$KV.{view.bucket}.{_token(group)}.{_token(member)}"
-        seq = await self._publish(subject, b"", {"KV-Operation": "DEL"} if delete else None)
+        seq = await self._publish(subject, b"", {"KV-Operation": "DEL"} if delete else None, create=create)
         view.apply(group, member, seq, None if delete else time.time() + view.ttl)
         if wait:
             with contextlib.suppress(TimeoutError):
@@ -664,13 +670,13 @@ class NATSChannelLayer(BaseChannelLayer):
         await self._kv(self._procs, group, self.process_id)
 
     async def _group_leave(self, group: str) -> None:
-        await self._ensure()
-        await self._kv(self._procs, group, self.process_id, delete=True, wait=False)
+        # Never creates the bucket: nothing to leave in a flushed one (the refresh loop calls this too).
+        with contextlib.suppress(BrokerUnavailable):
+            await self._kv(self._procs, group, self.process_id, delete=True, wait=False, create=False)
 
     async def _group_refresh(self, groups: list[str]) -> None:
-        await self._ensure()
         for start in range(0, len(groups), 256):
-            await asyncio.gather(*(self._kv(self._procs, g, self.process_id, wait=False)
+            await asyncio.gather(*(self._kv(self._procs, g, self.process_id, wait=False, create=False)
                                    for g in groups[start : start + 256]))
 
     async def _group_add_channel(self, group: str, channel: str) -> None:
@@ -720,13 +726,16 @@ class NATSChannelLayer(BaseChannelLayer):
 
     async def _flush(self) -> None:
         await self._connect()
-        self._generation += 1
-        self._ensured = False
-        for channel in list(self._named):
-            await self._drop_named(channel)
-        for name in (self.stream_name, self._inbox_stream, self._blob_stream, self._procs.stream, self._chans.stream):
-            with contextlib.suppress(self._js_errors.NotFoundError):
-                await self._js.delete_stream(name)
+        async with self._ensure_lock:  # an ensure in progress finishes first, a later one sees the new generation
+            self._generation += 1
+            self._ensured = False
+            self._inbox_may_create = False
+            for channel in list(self._named):
+                await self._drop_named(channel)
+            for name in (self.stream_name, self._inbox_stream, self._blob_stream, self._procs.stream,
+                         self._chans.stream):
+                with contextlib.suppress(self._js_errors.NotFoundError):
+                    await self._js.delete_stream(name)
         for view in (self._procs, self._chans):
             view.reset()
 
@@ -749,7 +758,8 @@ class NATSChannelLayer(BaseChannelLayer):
             # Best effort, bounded: others stop sending here at once instead of when the lease ends.
             async def goodbye() -> None:
                 await asyncio.gather(
-                    *(self._kv(self._procs, g, self.process_id, delete=True, wait=False) for g in self._local_groups),
+                    *(self._kv(self._procs, g, self.process_id, delete=True, wait=False, create=False)
+                      for g in self._local_groups),
                     self._delete_consumer(self._inbox_stream, f"in_{self.process_id}"),
                     self._request_json(f"$JS.API.STREAM.PURGE.{self._inbox_stream}",
                                        {"filter": self._inbox_subject(self.process_id)}, wait=1.0),
