@@ -204,6 +204,8 @@ function messageItem(message) {
   return item;
 }
 
+function notice(text) { append(state.active, el("li", "system", `⚠ ${text}`)); }
+
 function append(room, item) {
   // room null: no room is open (a direct message, an error); kept under null until a room is joined
   const key = room || null;
@@ -293,14 +295,14 @@ $("compose").addEventListener("submit", (event) => {
   const text = $("text").value.trim();
   if (!text) return;
   const direct = text.match(/^\/msg\s+(\S+)\s+([\s\S]+)$/);
+  if (!direct && !state.active) { notice("join a room first (or /msg user text)"); return; }
+  const frame = direct ? { type: "direct", to: direct[1], text: direct[2] } : { type: "message", room: state.active, text };
+  // while reconnecting nothing can be sent: keep the text in the box instead of dropping it
+  if (!send(frame)) { notice("not connected: your message is still in the box, send it again once online"); return; }
   if (direct) {
-    if (send({ type: "direct", to: direct[1], text: direct[2] })) {
-      const item = el("li", "direct");
-      item.append(el("span", "from", `✉ you → ${direct[1]}`), el("span", "text", direct[2]));
-      append(state.active, item);
-    }
-  } else if (state.active) {
-    send({ type: "message", room: state.active, text });
+    const item = el("li", "direct");
+    item.append(el("span", "from", `✉ you → ${direct[1]}`), el("span", "text", direct[2]));
+    append(state.active, item);
   }
   if (state.active && state.lastTyping) send({ type: "typing", room: state.active, typing: false });
   state.lastTyping = 0;  // the next keystroke announces typing again at once
@@ -319,10 +321,11 @@ $("text").addEventListener("input", () => {
 $("image").addEventListener("change", async () => {
   const file = $("image").files[0];
   $("image").value = "";
-  if (!file || !state.active || !state.socket) return;
-  if (file.size > 256 * 1024) { append(state.active, el("li", "system", "⚠ images are limited to 256 KiB")); return; }
-  send({ type: "share", room: state.active, mime: file.type });
-  state.socket.send(await file.arrayBuffer());
+  if (!file || !state.active) return;
+  if (file.size > 256 * 1024) { notice("images are limited to 256 KiB"); return; }
+  const data = await file.arrayBuffer();
+  if (!send({ type: "share", room: state.active, mime: file.type })) { notice("not connected: share the image again once online"); return; }
+  state.socket.send(data);
 });
 
 if (state.token && state.user) { showChat(); connect(); } else { showLogin(); }

@@ -199,3 +199,30 @@ def test_bad_token_is_refused_and_the_page_says_so(server: LiveServer, browse: B
     mallory.join(room)
     mallory.say("let me in")
     bob.expect_item("message", uniq("mallory"), "let me in")
+
+
+def test_text_sent_while_reconnecting_stays_in_the_box(server: LiveServer, browse: Browse, uniq: Uniq) -> None:
+    alice, bob = browse(server, "alice"), browse(server, "bob")
+    alice.sign_in(uniq("alice"))
+    bob.sign_in(uniq("bob"))
+    spread(alice, bob)
+    room = uniq("offline")
+    alice.join(room)
+    bob.join(room)
+
+    alice.page.context.set_offline(True)
+    alice.page.evaluate("state.socket.close()")  # the network is gone: every reconnect attempt fails
+    alice.wait_until(lambda: "reconnecting" in alice.states(), "the reconnecting state")
+    alice.page.fill("#text", "typed while offline")
+    alice.page.press("#text", "Enter")
+    expect(alice.page.locator("#text")).to_have_value("typed while offline")
+    expect(alice.messages.locator("li.system").last).to_contain_text("not connected")
+
+    mark = len(alice.frames)
+    alice.page.context.set_offline(False)
+    alice.wait_frame("joined", after=mark, room=room, timeout=30)
+    alice.wait_online()
+    alice.page.press("#text", "Enter")
+    expect(alice.page.locator("#text")).to_have_value("")
+    for chat in (alice, bob):
+        chat.expect_item("message", uniq("alice"), "typed while offline")
