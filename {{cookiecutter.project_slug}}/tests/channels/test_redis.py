@@ -404,6 +404,11 @@ async def test_channels_redis_style_config(make_layer: Factory) -> None:
     assert layer.expiry == 5
     await layer.send("test.crypt", {"type": "m", "b": b"\x00"})
     assert (await receive(layer, "test.crypt"))["b"] == b"\x00"
+    host, port = URLS["redis"].split("//")[1].split("/")[0].split(":")
+    for hosts in ([{"address": URLS["redis"]}], [(host, int(port))], [{"host": host, "port": int(port)}]):
+        other = make_layer(url=None, hosts=hosts, symmetric_encryption_keys=["k1"])
+        await other.send("test.hostforms", {"type": "m", "hosts": repr(hosts)})
+        assert (await receive(layer, "test.hostforms"))["hosts"] == repr(hosts)
     for bad in ({"hosts": ["redis://a"], "cluster": True}, {"master_name": "m"}, {"sentinels": ["127.0.0.1:1"]}):
         with pytest.raises(ConfigurationError):
             build_layer("redis", bad)
