@@ -14,7 +14,8 @@ lists vanish. ``send`` is one ``EVALSHA`` (capacity check, ``RPUSH``, ``PEXPIRE`
 ``group_send`` on one server (``url``, Sentinel, or a single ``hosts`` entry) is one ``EVALSHA``:
 the script prunes expired leases, then pushes the group entry once to every member process's
 inbox and the message to every named member. Scripts build the inbox and channel keys themselves,
-which a standalone server allows.
+which a standalone server allows. The sender's own members get the message at once, in-process
+(as with a local ``send``), and its inbox is skipped.
 
 Sharded deployments (Redis Cluster, or several ``hosts`` sharded by consistent hashing like
 channels_redis) cannot do that: the inboxes live in other slots or servers. There ``group_send``
@@ -22,6 +23,8 @@ takes two steps: one ``EVALSHA`` on the group's slot prunes and returns the memb
 pipeline per server (sent concurrently) runs the single-key push script for each member key.
 That is two round trips of latency, independent of the number of members, and delivery stays
 list-based: a process that reconnects finds its inbox intact, which Pub/Sub cannot promise.
+(A ``SPUBLISH`` per group would be one round trip, but a sharded-Pub/Sub subscriber that is
+reconnecting misses messages, and capacity and expiry would no longer be enforced by Redis.)
 
 ``use_pubsub`` / ``sharded_pubsub`` are accepted for compatibility with the seed's CONFIG and have
 no effect: the inbox is read with a blocking pop (``BLMPOP``, batches of up to 512 entries) on
@@ -34,6 +37,8 @@ hold at most half of the pool. There are no client-side retries (a retried push 
 lost would be delivered twice): while Redis is down, operations raise ``BrokerUnavailable``; the
 inbox reader and named receives reconnect on their own and the inbox reader re-registers this
 process's groups, so a restarted (even emptied) Redis needs no application restart.
+
+Extra CONFIG keys: ``max_connections`` (50), ``receive_timeout`` (1 s), ``socket_timeout`` (10 s).
 """
 
 from __future__ import annotations
