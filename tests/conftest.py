@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,8 +39,3 @@ def bake(tmp_path_factory: pytest.TempPathFactory, cookiecutter_config: Path) ->
         return Path(project)
 
     return bake
-
-
-@pytest.fixture
-def cli_env(cookiecutter_config: Path) -> dict[str, str]:
-    return {**os.environ, "COOKIECUTTER_CONFIG": str(cookiecutter_config)}
