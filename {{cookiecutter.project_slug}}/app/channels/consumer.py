@@ -38,6 +38,8 @@ class AsyncWebSocketConsumer:
         self.joined_groups: set[str] = set()
         self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(self.send_queue_size)
         self._closing = False
+        self._dropped = False
+        self._reader: asyncio.Task[int] | None = None
 
     async def __call__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
@@ -55,9 +57,14 @@ class AsyncWebSocketConsumer:
             await self.connect()
             if websocket.application_state == WebSocketState.CONNECTED:
                 tasks.append(asyncio.create_task(self._write()))
-                close_code = await self._read_socket()
+                self._reader = asyncio.create_task(self._read_socket())
+                close_code = await self._reader
         except WebSocketDisconnect as exc:
             close_code = exc.code
+        except asyncio.CancelledError:
+            if not self._dropped:
+                raise
+            close_code = CLOSE_SLOW_CONSUMER
         finally:
             for task in tasks:
                 task.cancel()
@@ -138,7 +145,16 @@ class AsyncWebSocketConsumer:
         except asyncio.QueueFull:
             logger.warning("closing a slow consumer: %d frames unsent", self._outbox.qsize())
             self._closing = True
-            asyncio.get_running_loop().create_task(self.websocket.close(CLOSE_SLOW_CONSUMER, "too slow"))
+            self._dropped = True
+            asyncio.get_running_loop().create_task(self._drop())
+
+    async def _drop(self) -> None:
+        """Close with 1013 if the socket still takes a frame; either way stop serving it now."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1):
+                await self.websocket.close(CLOSE_SLOW_CONSUMER, "too slow")
+        if self._reader is not None:
+            self._reader.cancel()
 
     async def _write(self) -> None:
         while True:

@@ -147,38 +147,6 @@ async def test_flood_is_closed_with_1008_and_others_keep_being_served(server: Li
     await other.close()
 
 
-async def test_slow_consumer_is_closed_and_others_keep_receiving(server: LiveServer) -> None:
-    token = server.login("slow")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader that stops: tiny kernel buffer
-    sock.connect(("127.0.0.1", server.port))
-    slow = await websockets.connect(f"{server.ws_url}?token={token}", sock=sock, max_queue=1)
-    await slow.send(json.dumps({"type": "join", "room": "busy"}))
-    fast = await ChatClient.connect(server.ws_url, server.login("fast"))
-    await fast.join("busy")
-    poster = server.login("poster")
-    total = 1500  # ~6 MB: more than the kernel buffers hold, so the slow client's send queue (8) fills
-    for n in range(total):
-        status, _ = server.post("/api/rooms/busy/messages", {"text": f"m{n} " + "x" * 3900}, token=poster)
-        assert status == 202
-        if n % 100 == 0:  # the fast client reads as it goes
-            while [f for f in fast.seen if isinstance(f, dict) and f.get("type") == "message"].__len__() < n:
-                await fast.expect("message", timeout=20)
-    received = len([f for f in fast.seen if isinstance(f, dict) and f.get("type") == "message"])
-    while received < total:
-        await fast.expect("message", timeout=20)
-        received += 1
-    assert received == total
-    with pytest.raises(ConnectionClosed) as closed:
-        async with asyncio.timeout(20):
-            while True:
-                await slow.recv()
-    # the close frame (1013) may not get through a client that stopped reading; the server says why
-    assert closed.value.rcvd is None or closed.value.rcvd.code == 1013
-    assert "closing a slow consumer" in server.logs()
-    await fast.close()
-
-
 async def test_metrics_and_health(server: LiveServer) -> None:
     assert server.get("/healthz") == (200, {"status": "ok"})
     status, ready = server.get("/readyz")
