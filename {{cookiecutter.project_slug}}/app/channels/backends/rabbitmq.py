@@ -45,6 +45,7 @@ import contextlib
 import hashlib
 import logging
 import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -427,21 +428,33 @@ class RabbitMQChannelLayer(BaseChannelLayer):
     async def _start_consumer(self, channel: str) -> _NamedConsumer:
         await self._declare_named(channel)
         _, _, named = await self._channels()
-        buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            buffer.put_nowait(message)
-
-        async with self._guard(f"consume channel {channel!r}"):
+        what = f"consume channel {channel!r}"
+        async with self._guard(what):
             # not robust: after a reconnect (or a flush elsewhere) the next _receive starts a new
             # consumer itself, instead of aio-pika re-creating a queue that was deleted on purpose
             queue = await named.declare_queue(
                 self._channel_queue(channel), durable=self.durable, arguments=self._named_arguments(),
                 timeout=self.timeout, robust=False,
             )
-            tag = await queue.consume(on_message, timeout=self.timeout, robust=False)
             underlay = cast("aiormq.Channel", await named.get_underlay_channel())
-        consumer = self._consumers[channel] = _NamedConsumer(queue, tag, underlay, buffer)
+        # our own tag, registered before consuming: a consume that times out after the broker
+        # started it can still be cancelled, and its deliveries are not stranded in a lost buffer
+        consumer = _NamedConsumer(queue, f"{self.prefix}.{self.process_id}.{secrets.token_hex(6)}", underlay)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            if self._consumers.get(channel) is consumer:
+                consumer.buffer.put_nowait(message)
+            else:  # stopped, or replaced: give it back for another consumer
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(message.nack(requeue=True), self.timeout)
+
+        self._consumers[channel] = consumer
+        try:
+            async with self._guard(what):
+                await queue.consume(on_message, consumer_tag=consumer.tag, timeout=self.timeout, robust=False)
+        except BaseException:
+            await self._stop_consumer(channel)
+            raise
         if self._reaper is None:
             self._reaper = asyncio.get_running_loop().create_task(self._reap_idle(), name="rabbitmq idle consumers")
         return consumer
@@ -449,8 +462,8 @@ class RabbitMQChannelLayer(BaseChannelLayer):
     async def _stop_consumer(self, channel: str) -> None:
         """Cancel a named channel's consumer; its prefetched, unacked messages return to the queue."""
         consumer = self._consumers.pop(channel, None)
-        if consumer is None:
-            return
+        if consumer is None or consumer.underlay.is_closed:
+            return  # (on a closed channel the broker has requeued its messages already)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(consumer.queue.cancel(consumer.tag), self.timeout)
         while not consumer.buffer.empty():
