@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -151,10 +149,7 @@ async def test_metrics_and_health(server: LiveServer) -> None:
     assert server.get("/healthz") == (200, {"status": "ok"})
     status, ready = server.get("/readyz")
     assert status == 200 and ready["status"] == "ok"
-    import urllib.request
-
-    with urllib.request.urlopen(server.url + "/metrics", timeout=5) as response:
-        text = response.read().decode()
+    text = server.text("/metrics")
     assert "chat_frames_in_total" in text and "chat_errors_total" in text and "chat_layer_send_seconds" in text
 
 
