@@ -17,7 +17,7 @@ for backend in inmemory redis postgresql nats rabbitmq; do
   grep -q "^$backend = " pyproject.toml || [ "$backend" = inmemory ] || continue
   extras=(); [ "$backend" = inmemory ] || extras=("$backend")
   compile "requirements/$backend.txt" "${extras[@]}"
-  if grep -q "^celery = " pyproject.toml; then
+  if grep -q "^celery = " pyproject.toml && [ "$backend" != inmemory ]; then
     compile "requirements/celery-$backend.txt" "${extras[@]}" celery
   fi
 done

@@ -149,7 +149,13 @@ async def test_metrics_and_health(server: LiveServer) -> None:
     assert server.get("/healthz") == (200, {"status": "ok"})
     status, ready = server.get("/readyz")
     assert status == 200 and ready["status"] == "ok"
+    client = await ChatClient.connect(server.ws_url, server.login("max"))
+    await client.connection.send("{}")
+    await client.expect("error")
+    await client.send(type="ping")
+    await client.expect("pong")
     text = server.text("/metrics")
+    await client.close()
     assert "chat_frames_in_total" in text and "chat_errors_total" in text and "chat_layer_send_seconds" in text
 
 

@@ -26,7 +26,8 @@ def proxy_config(tmp: Path, listen: int, upstreams: list[int]) -> Path:
     servers = "".join(f"    server 127.0.0.1:{port};\n" for port in upstreams)
     site = re.sub(r"upstream app \{.*?\}", "upstream app {\n" + servers + "}", site, flags=re.S)
     site = site.replace("listen 80;", f"listen 127.0.0.1:{listen};")
-    temp = "".join(f"    {kind}_temp_path {tmp}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    temp = "".join(f"    {kind}_temp_path {tmp}/{kind};\n" for kind in kinds)
     conf = tmp / "nginx.conf"
     conf.write_text(f"worker_processes 1;\nerror_log {tmp}/error.log;\npid {tmp}/nginx.pid;\nevents {{}}\n"
                     f"http {{\n    access_log off;\n{temp}{site}\n}}\n")
