@@ -7,6 +7,7 @@ nats-server processes (tests/channels/nats_servers.py) and never touch the share
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import sys
@@ -46,15 +47,15 @@ def count_publishes(layer: Any) -> list[str]:
     return subjects
 
 
-async def receive(layer: Any, channel: str, timeout: float = TIMEOUT) -> dict[str, Any]:
-    return dict(await asyncio.wait_for(layer.receive(channel), timeout))
+async def receive(layer: Any, channel: str) -> dict[str, Any]:
+    return dict(await asyncio.wait_for(layer.receive(channel), TIMEOUT))
 
 
-async def wait_jetstream(urls: list[str], timeout: float = 30) -> None:
+async def wait_jetstream(urls: list[str], within: float = 30) -> None:
     """Wait until JetStream answers (a fresh cluster elects its meta leader first)."""
     import nats
 
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         try:
             nc = await nats.connect(servers=urls, connect_timeout=1, allow_reconnect=False)
@@ -67,7 +68,7 @@ async def wait_jetstream(urls: list[str], timeout: float = 30) -> None:
         except Exception:
             pass
         if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError(f"JetStream at {urls} not ready within {timeout}s")
+            raise TimeoutError(f"JetStream at {urls} not ready within {within}s")
         await asyncio.sleep(0.3)
 
 
@@ -102,10 +103,8 @@ async def layers() -> AsyncIterator[list[Any]]:
     yield made
     open_layers = [layer for layer in made if not layer.closed]
     if open_layers:
-        try:
+        with contextlib.suppress(Exception):  # a private server may be gone; its temp dir goes with it
             await asyncio.wait_for(open_layers[0].flush(), 15)
-        except Exception:  # a private server may be gone already; its temp dir goes with it
-            pass
     for layer in open_layers:
         await asyncio.wait_for(layer.close(), 15)
 
@@ -298,7 +297,7 @@ async def test_restart_loses_nothing_acknowledged(server_root: Path, private_ser
     assert [(await receive(receiver, member))["n"] for _ in range(2)] == [0, 1]
 
     server.kill()
-    with pytest.raises(BrokerUnavailable, match="within 2.0s"):
+    with pytest.raises(BrokerUnavailable, match=r"within 2\.0s"):
         await sender.send("work.queue", {"type": "m", "n": -1})
     server.start()
     await wait_jetstream([server.url])
@@ -322,7 +321,7 @@ async def test_cluster_node_killed_mid_run(server_root: Path, private_servers: l
         node.start()
     urls = [node.url for node in nodes]
     await wait_jetstream(urls, 45)
-    config = {"replicas": 3, "message_timeout": 30}
+    config = {"replicas": 3, "message_timeout": 30, "capacity": 1000}
     receivers = [nats_layer("clu", urls, **config) for _ in range(2)]
     sender = nats_layer("clu", urls, **config)
     layers += [*receivers, sender]

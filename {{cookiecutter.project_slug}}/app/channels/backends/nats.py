@@ -194,7 +194,6 @@ class NATSChannelLayer(BaseChannelLayer):
         self._ensure_lock = asyncio.Lock()
         self._connected = asyncio.Event()
         self._ensured = False
-        self._inbox_may_create = True
         self._generation = 0  # bumped by flush: pull loops restart
         self._watch_tasks: list[asyncio.Task[None]] = []
         self._named: dict[str, tuple[str, Any]] = {}  # channel -> (consumer, subscription)
@@ -332,7 +331,7 @@ class NATSChannelLayer(BaseChannelLayer):
         while not self._closed:
             if await self._stream_exists(name) is not None:
                 return True
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.25)
         return False
 
     def _check_generation(self, generation: int) -> None:
@@ -552,10 +551,9 @@ class NATSChannelLayer(BaseChannelLayer):
         return None
 
     async def _consume_inbox(self, deliver: Callable[[bytes], None]) -> None:
+        # Never creates the streams: new_channel() alone needs no broker state (and a layer closed
+        # without flush leaves none); the first send or group_add towards this process creates them.
         await self._connect()
-        if self._inbox_may_create:
-            self._inbox_may_create = False
-            await self._ensure()
         consumer = f"in_{self.process_id}"
 
         async def handle(msg: Any) -> None:
@@ -729,7 +727,6 @@ class NATSChannelLayer(BaseChannelLayer):
         async with self._ensure_lock:  # an ensure in progress finishes first, a later one sees the new generation
             self._generation += 1
             self._ensured = False
-            self._inbox_may_create = False
             for channel in list(self._named):
                 await self._drop_named(channel)
             for name in (self.stream_name, self._inbox_stream, self._blob_stream, self._procs.stream,
