@@ -173,7 +173,7 @@ class NATSHistory:
             while True:
                 try:
                     message = await subscription.next_msg(timeout=0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break  # an empty room
                 messages.append(json.loads(message.data))
                 if message.metadata.num_pending == 0:
