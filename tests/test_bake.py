@@ -238,6 +238,7 @@ def run_suite(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer", LAYERS)
 def test_backend_suite(layer: str, bake: Bake) -> None:
     """The conformance suite of a project pruned down to one backend."""
@@ -251,6 +252,7 @@ def test_backend_suite(layer: str, bake: Bake) -> None:
     run_suite(project, "tests/channels", "-x", "-q", "-m", "not slow", backends=layer)
 
 
+@pytest.mark.slow
 def test_default_project_suite(bake: Bake) -> None:
     """The whole suite of the default bake: every backend kept, in-memory layer, one worker."""
-    run_suite(bake(), "-q", timeout=900)
+    run_suite(bake(), "-q", timeout=1800)
