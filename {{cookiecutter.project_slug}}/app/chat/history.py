@@ -69,7 +69,9 @@ class RedisHistory:
     async def on_sent(self, room: str, message: dict[str, Any]) -> None:
         key = f"{self.prefix}:{room}"
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, json.dumps(message)).ltrim(key, -self.size, -1).expire(key, self.ttl)
+            pipe.rpush(key, json.dumps(message))
+            pipe.ltrim(key, -self.size, -1)
+            pipe.expire(key, self.ttl)
             await pipe.execute()
 
     def on_delivered(self, room: str, message: dict[str, Any]) -> None:
