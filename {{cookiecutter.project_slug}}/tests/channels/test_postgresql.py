@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from app.channels import BackendNotInstalled, BrokerUnavailable, ChannelFull, ConfigurationError
+from app.channels.backends.postgresql import PostgreSQLChannelLayer
 from app.channels.config import build_layer, get_channel_layer_from_env
 
 from ..brokers import URLS, installed_backends, require_broker
@@ -144,7 +145,7 @@ def test_environment_reaches_the_layer(monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in env.items():
         monkeypatch.setenv(f"FASTAPI_WEBSOCKETS_{key}", value)
     layer = get_channel_layer_from_env()
-    assert type(layer).__name__ == "PostgreSQLChannelLayer"
+    assert isinstance(layer, PostgreSQLChannelLayer)
     assert (layer.dsn, layer.schema, layer.expiry, layer.group_expiry) == (env["POSTGRESQL_DSN"], "chan_env", 12.5, 300)
     assert (layer.poll_interval, layer.prune_interval, layer.capacity) == (0.25, 30, 7)
     assert layer._auto_schema is False

@@ -398,10 +398,10 @@ class PostgreSQLChannelLayer(BaseChannelLayer):
         """
         s = self._quoted
         async with self._connection(schema=False) as conn:
-            if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{s}.schema_version") and (
-                await conn.fetchval(f"SELECT max(version) FROM {s}.schema_version") or 0
-            ) >= SCHEMA_VERSION:
-                return SCHEMA_VERSION
+            if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{s}.schema_version"):
+                found: int = await conn.fetchval(f"SELECT coalesce(max(version), 0) FROM {s}.schema_version")
+                if found >= SCHEMA_VERSION:  # the usual start: no lock, no DDL
+                    return found
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", SCHEMA_LOCK_CLASS, self.schema)
                 if not await conn.fetchval("SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)", self.schema):
