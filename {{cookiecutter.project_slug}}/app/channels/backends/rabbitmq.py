@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import re
@@ -603,9 +604,21 @@ class RabbitMQChannelLayer(BaseChannelLayer):
             self._deliver_group_locally(group, self.serializer.loads(data)[1])
 
     async def _flush(self) -> None:
+        """Delete what this layer declared; a failed step does not stop the others (raised at the end)."""
         if self._connection is None:
             return
         pub, sub, _ = await self._channels()
+        failures: list[BrokerUnavailable] = []
+
+        async def attempt(channel: AbstractRobustChannel, what: str, step: Callable[[], Awaitable[object]]) -> None:
+            try:
+                async with self._guard(what):
+                    await step()
+            except BrokerUnavailable as exc:
+                failures.append(exc)
+                with contextlib.suppress(BrokerUnavailable):
+                    await self._reopened(channel, what)  # if the error closed the channel
+
         for channel in list(self._consumers):
             await self._stop_consumer(channel)
         inbox = self._inbox
@@ -613,16 +626,18 @@ class RabbitMQChannelLayer(BaseChannelLayer):
             for group in list(self._joined):
                 with contextlib.suppress(BrokerUnavailable):
                     await self._group_leave(group)
-            async with self._guard("purge the inbox"):
-                await inbox.purge(timeout=self.timeout)
+            await attempt(sub, "purge the inbox", lambda: inbox.purge(timeout=self.timeout))
         for name in sorted(self._members | self._declared):
-            async with self._guard(f"delete queue {name!r}"):
-                await pub.queue_delete(name, timeout=self.timeout)
+            await attempt(pub, f"delete queue {name!r}", functools.partial(pub.queue_delete, name, timeout=self.timeout))
         self._members.clear()
         self._declared.clear()
-        async with self._guard(f"delete exchange {self.exchange_name!r}"):
-            await sub.exchange_delete(self.exchange_name, timeout=self.timeout)
         self._exchange_ready = False
+        await attempt(
+            sub, f"delete exchange {self.exchange_name!r}",
+            lambda: sub.exchange_delete(self.exchange_name, timeout=self.timeout),
+        )
+        if failures:
+            raise failures[0]
 
     async def _close(self) -> None:
         for task in (self._reaper, self._acker):
