@@ -628,7 +628,8 @@ class RabbitMQChannelLayer(BaseChannelLayer):
                     await self._group_leave(group)
             await attempt(sub, "purge the inbox", lambda: inbox.purge(timeout=self.timeout))
         for name in sorted(self._members | self._declared):
-            await attempt(pub, f"delete queue {name!r}", functools.partial(pub.queue_delete, name, timeout=self.timeout))
+            delete = functools.partial(pub.queue_delete, name, timeout=self.timeout)
+            await attempt(pub, f"delete queue {name!r}", delete)
         self._members.clear()
         self._declared.clear()
         self._exchange_ready = False
