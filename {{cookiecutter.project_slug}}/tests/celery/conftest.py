@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import time
 import urllib.error
 import urllib.request
@@ -77,9 +78,11 @@ def run_stack(backend: str, prefix: str, tmp_path: Path, name: str = "w", env: d
             yield Stack(backend, server, worker, wenv)
 
 
-@pytest.fixture(params=distributed_backends())
-def stack(request: pytest.FixtureRequest, prefix: str, tmp_path: Path) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=distributed_backends())
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One service and worker per backend, shared by a module's tests (each uses its own rooms and users)."""
     require_broker(request.param)
+    prefix, tmp_path = f"t{secrets.token_hex(5)}", tmp_path_factory.mktemp(f"stack-{request.param}")
     if request.param in ("nats", "inmemory"):
         require_broker("redis")  # the Celery broker of the nats stack
     extra = {}

@@ -94,7 +94,7 @@ async def test_chunked_notify_reaches_each_user_exactly_once(stack: Stack) -> No
     done = await asyncio.to_thread(stack.wait_job, token, job["id"])
     assert done["result"] == {"id": job["id"], "users": 30, "chunks": 5}
     await expect_none(clients, "direct")
-    stack.worker.wait_for(r"notify_chunk\[[^\]]+\] succeeded", times=5)
+    stack.worker.wait_for(rf"notify_chunk\[{job['id']}-\d\] succeeded", times=5)
     assert stack.worker.count(r"layer bridge ready") == 2  # one layer per pool process, not one per task
     for client in clients:
         await client.close()
