@@ -6,6 +6,7 @@ redelivery of an ``acks_late`` task whose worker died, sends only what was not s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -14,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from celery import Task, group
+from kombu.exceptions import OperationalError
 
 from ..channels import BrokerUnavailable
 from ..chat.service import room_group, user_group
@@ -36,10 +38,25 @@ def markers() -> Markers:
     return _markers
 
 
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """The layer's broker or the marker store is briefly away: worth a retry."""
+    errors: list[type[BaseException]] = [BrokerUnavailable, ConnectionError, TimeoutError, OperationalError]
+    with contextlib.suppress(ImportError):
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        errors += [RedisConnectionError, RedisTimeoutError]
+    with contextlib.suppress(ImportError):
+        from sqlalchemy.exc import OperationalError as SqlOperationalError
+
+        errors.append(SqlOperationalError)
+    return tuple(errors)
+
+
 class JobTask(Task):  # type: ignore[misc]
     """Retries with exponential backoff while the broker is down; logs the job when it gives up."""
 
-    autoretry_for = (BrokerUnavailable, ConnectionError, TimeoutError)
+    autoretry_for = transient_errors()
     retry_backoff = get_job_settings().retry_backoff_seconds
     retry_backoff_max = get_job_settings().retry_backoff_max_seconds
     retry_jitter = True
