@@ -9,7 +9,7 @@ import json
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from app.channels.backends.postgresql import PostgreSQLChannelLayer
 from app.channels.config import build_layer, get_channel_layer_from_env
 
 from ..brokers import URLS, installed_backends, require_broker
-from .postgresql_cluster import private_cluster
+from .postgresql_cluster import PrivateCluster, private_cluster
 
 pytestmark = [
     pytest.mark.skipif("postgresql" not in installed_backends(), reason="postgresql backend not selected"),
@@ -379,41 +379,82 @@ async def test_listen_connection_drop_falls_back_and_reconnects(layers: Factory,
     await until(listening_again, "the LISTEN connection to come back")
 
 
-async def test_postgresql_crash_and_restart(prefix: str) -> None:
-    with private_cluster() as cluster:
-        config = {"dsn": cluster.dsn, "prefix": prefix}
-        receiver, sender = build_layer("postgresql", config), build_layer("postgresql", config)
-        try:
-            channel = await receiver.new_channel()
-            await receiver.group_add("room", channel)
-            await sender.group_send("room", {"type": "m", "n": 0})
-            assert (await receive(receiver, channel))["n"] == 0
-            for cycle in (1, 2):
-                await asyncio.to_thread(cluster.kill)
-                with pytest.raises(BrokerUnavailable, match="unavailable"):
-                    await sender.group_send("room", {"type": "m"})
-                with pytest.raises(BrokerUnavailable):
-                    await sender.send("test.named", {"type": "m"})
-                pending = asyncio.create_task(receive(receiver, channel, seconds=40))
-                named = asyncio.create_task(receive(receiver, "test.named", seconds=40))
-                await asyncio.sleep(0.5)  # readers poll a dead server meanwhile
-                assert not pending.done() and not named.done()
-                await asyncio.to_thread(cluster.start)
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PrivateCluster]:
+    with private_cluster() as started:
+        yield started
 
-                async def sent(cycle: int = cycle) -> bool:
-                    try:
-                        await sender.group_send("room", {"type": "m", "n": cycle})
-                    except BrokerUnavailable:
-                        return False
-                    return True
 
-                await until(sent, "a group_send to succeed after the restart", seconds=30)
-                await sender.send("test.named", {"type": "m", "n": cycle})
-                for task, name in ((pending, channel), (named, "test.named")):
-                    seen = [(await task)["n"]]
-                    while seen[-1] != cycle:  # a crash may re-deliver what was read just before it
-                        seen.append((await receive(receiver, name))["n"])
-                    assert set(seen) <= set(range(cycle + 1)), seen
-        finally:
-            await receiver.close()
-            await sender.close()
+async def test_group_send_is_one_statement(cluster: PrivateCluster, prefix: str) -> None:
+    """Counted in the server's statement log: one statement per group_send, no pool reset query."""
+    import asyncpg
+
+    admin = await asyncpg.connect(cluster.dsn)
+    await admin.execute("ALTER SYSTEM SET log_statement = 'all'")
+    await admin.execute("SELECT pg_reload_conf()")
+    config = {"dsn": cluster.dsn, "prefix": prefix, "pool_size": 1}
+    sender, members = build_layer("postgresql", config), [build_layer("postgresql", config) for _ in range(3)]
+    try:
+        for layer in members:
+            for channel in [await layer.new_channel() for _ in range(20)]:
+                await layer.group_add("room", channel)
+        await sender.group_add("room", "test.named")
+        await sender.group_send("room", {"type": "m", "n": 0})  # prepares the statement
+        backend = await admin.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1", f"app.channels pool {sender.process_id}"
+        )
+        log = cluster.root / "log"
+        start = log.stat().st_size
+        await sender.group_send("room", {"type": "m", "n": 1})
+        await admin.execute("SELECT 'mark'")  # logged after the group_send's lines
+        text = log.read_text()[start:]
+        ours = [line for line in text.splitlines() if f"[{backend}]" in line and "LOG:" in line]
+        assert len(ours) == 1 and "execute" in ours[0], ours  # statement text follows on the next lines
+        assert "pg_notify" in text and "RESET ALL" not in text
+        for layer in members:
+            assert (await receive(layer, next(iter(layer._local))))["n"] == 0
+    finally:
+        await admin.execute("ALTER SYSTEM RESET log_statement")
+        await admin.execute("SELECT pg_reload_conf()")
+        await admin.close()
+        for layer in (sender, *members):
+            await layer.close()
+
+
+async def test_postgresql_crash_and_restart(cluster: PrivateCluster, prefix: str) -> None:
+    config = {"dsn": cluster.dsn, "prefix": prefix}
+    receiver, sender = build_layer("postgresql", config), build_layer("postgresql", config)
+    try:
+        channel = await receiver.new_channel()
+        await receiver.group_add("room", channel)
+        await sender.group_send("room", {"type": "m", "n": 0})
+        assert (await receive(receiver, channel))["n"] == 0
+        for cycle in (1, 2):
+            await asyncio.to_thread(cluster.kill)
+            with pytest.raises(BrokerUnavailable, match="unavailable"):
+                await sender.group_send("room", {"type": "m"})
+            with pytest.raises(BrokerUnavailable):
+                await sender.send("test.named", {"type": "m"})
+            pending = asyncio.create_task(receive(receiver, channel, seconds=40))
+            named = asyncio.create_task(receive(receiver, "test.named", seconds=40))
+            await asyncio.sleep(0.5)  # readers poll a dead server meanwhile
+            assert not pending.done() and not named.done()
+            await asyncio.to_thread(cluster.start)
+
+            async def sent(cycle: int = cycle) -> bool:
+                try:
+                    await sender.group_send("room", {"type": "m", "n": cycle})
+                except BrokerUnavailable:
+                    return False
+                return True
+
+            await until(sent, "a group_send to succeed after the restart", seconds=30)
+            await sender.send("test.named", {"type": "m", "n": cycle})
+            for task, name in ((pending, channel), (named, "test.named")):
+                seen = [(await task)["n"]]
+                while seen[-1] != cycle:  # a crash may re-deliver what was read just before it
+                    seen.append((await receive(receiver, name))["n"])
+                assert set(seen) <= set(range(cycle + 1)), seen
+    finally:
+        await receiver.close()
+        await sender.close()
