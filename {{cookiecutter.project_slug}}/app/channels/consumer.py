@@ -22,6 +22,35 @@ logger = logging.getLogger("app.channels.consumer")
 
 CLOSE_SLOW_CONSUMER = 1013
 CLOSE_INVALID_DATA = 1007
+#: How long a dropped slow consumer may take to read its close frame before its socket is aborted.
+DROP_GRACE_SECONDS = 5.0
+
+
+def _transport_of(websocket: WebSocket) -> Any:
+    """The server transport under ``websocket``, or ``None``. ASGI has no "abort" message, so this
+    looks for the protocol object whose bound ``send`` the app was handed (uvicorn's protocols keep
+    ``.transport``), through the closures middleware wrap ``send`` in."""
+    todo: list[Any] = [getattr(websocket, "_send", None)]
+    seen: set[int] = set()
+    while todo and len(seen) < 32:
+        obj = todo.pop()
+        if obj is None or id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        transport = getattr(getattr(obj, "__self__", None), "transport", None)
+        if callable(getattr(transport, "abort", None)):
+            return transport
+        todo.extend(cell.cell_contents for cell in getattr(obj, "__closure__", None) or () if _filled(cell))
+        todo.extend(getattr(obj, name) for name in ("__wrapped__", "func") if hasattr(obj, name))
+    return None
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - an empty cell raises ValueError
+    except ValueError:
+        return False
+    return True
 
 
 class AsyncWebSocketConsumer:
@@ -149,10 +178,24 @@ class AsyncWebSocketConsumer:
             asyncio.get_running_loop().create_task(self._drop())
 
     async def _drop(self) -> None:
-        """Close with 1013 if the socket still takes a frame; either way stop serving it now."""
+        """Close with 1013 if the socket still takes a frame; either way stop serving it now.
+
+        A client that stopped reading never drains the server's write buffer, and the server's
+        ``transport.close()`` waits for that buffer to flush: the socket (and its buffers) would stay
+        open for as long as the client keeps answering with a zero TCP window. So the transport is
+        aborted when the close frame cannot be written, or is still unsent a grace period later.
+        """
+        transport = _transport_of(self.websocket)
+        sent = False
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1):
                 await self.websocket.close(CLOSE_SLOW_CONSUMER, "too slow")
+                sent = True
+        if transport is not None:
+            if sent:
+                asyncio.get_running_loop().call_later(DROP_GRACE_SECONDS, transport.abort)
+            else:
+                transport.abort()
         if self._reader is not None:
             self._reader.cancel()
 
