@@ -23,7 +23,7 @@ def test_dict_config_and_aliases() -> None:
     ("config", "message"),
     [
         ({"default": {"BACKEND": "nosuch"}}, "unknown channel layer backend 'nosuch'"),
-        ({"default": {"BACKEND": "app.channels.nosuch.Layer"}}, "not found"),
+        ({"default": {"BACKEND": "app.channels.nosuch.Layer"}}, "no module 'app.channels.nosuch'"),
         ({"default": {"BACKEND": "app.channels.config.ENV_PREFIX"}}, "not a channel layer class"),
         ({"default": {"CONFIG": {}}}, "needs a 'BACKEND' key"),
         ({"default": {"BACKEND": "inmemory", "CONFIG": {"capasity": 5}}}, "unknown CONFIG key"),

@@ -181,6 +181,8 @@ async def test_racing_cancellations_neither_lose_nor_duplicate(make_layer: Layer
         producer = asyncio.create_task(produce())
         rng = random.Random(7)
         while len(got) < total:
+            if producer.done() and producer.exception():
+                raise producer.exception()  # type: ignore[misc]
             try:
                 message = await asyncio.wait_for(receiver.receive(channel), rng.choice((0.0005, 0.002, 0.05, 5)))
             except TimeoutError:
