@@ -387,8 +387,10 @@ class NATSChannelLayer(BaseChannelLayer):
                     raise BrokerUnavailable(f"no NATS stream takes {subject!r} (flushed?)") from exc
                 if not ensured_again and not self._closed:
                     ensured_again = True
-                    with contextlib.suppress(BrokerUnavailable):
+                    try:
                         await self._ensure(force=True)
+                    except ChannelLayerError as problem:  # e.g. mid leader election; keep retrying the publish
+                        logger.debug("re-creating streams for %r failed: %s", subject, problem)
                     continue
             except (errors.TimeoutError, errors.OutboundBufferLimitError, errors.StaleConnectionError,
                     errors.ConnectionReconnectingError, errors.NoRespondersError) as exc:
