@@ -443,6 +443,9 @@ def markdown(results: Sequence[Result], title: str = "Channel layer benchmark", 
         "to the last delivery, members spread over the receiving processes. Ratios compare ours with the seed",
         "on the same backend, with channels_redis core, and with the fastest raw client of the broker",
         "(for fan-out: its p2p messages/s). A ratio is shown only when ours lost nothing.",
+        "Status: `timeout` = not everything arrived before the case's deadline (the rate then counts what did);",
+        "`error: …` = the first exception a sender or receiver raised. `group_send only` rows (in-process layers)",
+        "time the group_send calls alone: deliveries enqueued per second, before any member reads.",
         "",
     ]
     if note:
@@ -536,6 +539,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--merge", type=Path, action="append", default=[],
                         help="results JSON of an earlier run to include in the table and plot")
+    parser.add_argument("--no-run", action="store_true", help="only render the --merge files (table and plot)")
+    parser.add_argument("--note", default="", help="a line for the table's header (with --no-run)")
     parser.add_argument("--plot", type=Path, default=None, help=f"PNG path (default: {DOCS}/layer_scaling.png)")
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
@@ -552,9 +557,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in args.merge:
         results += [Result(**row) for row in json.loads(path.read_text())]
     load_before = os.getloadavg()[0]
-    results += asyncio.run(run(impls, sizes, cases, args.peers_venv, log=sys.stderr, repeat=args.repeat))
+    if not args.no_run:
+        results += asyncio.run(run(impls, sizes, cases, args.peers_venv, log=sys.stderr, repeat=args.repeat))
     note = (f"Load average (1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end of this run;"
-            f" best of {args.repeat} run(s) per case.")
+            f" best of {args.repeat} run(s) per case." if not args.no_run else args.note)
+    latest: dict[tuple[str, str], Result] = {}
+    for result in results:  # a case run again (here or in a later --merge file) replaces the earlier row
+        latest.pop((result.impl, result.case), None)
+        latest[(result.impl, result.case)] = result
+    results = list(latest.values())
     table = markdown(results, note=note)
     print(table)
     if args.output:
