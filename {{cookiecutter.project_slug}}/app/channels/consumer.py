@@ -245,6 +245,9 @@ class AsyncJsonWebSocketConsumer(AsyncWebSocketConsumer):
         except ValueError as exc:
             await self.invalid_json(str(exc))
             return
+        except RecursionError:  # "[[[[..." a few thousand deep: a client must not get a traceback out of us
+            await self.invalid_json("nested too deeply")
+            return
         await self.receive_json(content)
 
     async def receive_json(self, content: Any) -> None:
