@@ -489,17 +489,22 @@ def plot(results: Sequence[Result], path: Path) -> Path | None:
     for impl in sorted({r.impl for r in fanout}):
         mine = [r for r in fanout if r.impl == impl]
         procs = max(r.processes for r in mine)
-        by_size = sorted((r.members, r.rate or 0.0) for r in mine if r.processes == procs)
-        if by_size:
-            left.plot(*zip(*by_size, strict=True), marker="o", label=f"{impl} ({procs} proc)")
         members = 1000 if any(r.members == 1000 for r in mine) else max(r.members for r in mine)
-        by_procs = sorted((r.processes, r.rate or 0.0) for r in mine if r.members == members)
-        if by_procs:
-            right.plot(*zip(*by_procs, strict=True), marker="o", label=f"{impl} ({members:,} members)")
+        for axes, rows, x, label in (
+            (left, [r for r in mine if r.processes == procs], "members", f"{impl} ({procs} proc)"),
+            (right, [r for r in mine if r.members == members], "processes", f"{impl} ({members:,} members)"),
+        ):
+            clean = sorted((getattr(r, x), r.rate or 0.0) for r in rows if r.status == "ok")
+            lossy = sorted((getattr(r, x), r.rate or 0.0) for r in rows if r.status != "ok")
+            line = axes.plot(*zip(*clean, strict=True), marker="o", label=label)[0] if clean else None
+            if lossy:  # a rate that lost messages or timed out: marked, not joined
+                axes.scatter(*zip(*lossy, strict=True), marker="x", s=60,
+                             color=line.get_color() if line else None, label=None if line else f"{label} (lossy)")
     left.set(xscale="log", yscale="log", xlabel="group members", ylabel="deliveries/s",
              title="group_send fan-out vs group size")
     right.set(yscale="log", xlabel="receiving OS processes", ylabel="deliveries/s",
               title="group_send fan-out vs processes")
+    fig.suptitle("x = timed out or lost messages (rate of what arrived)", fontsize=8, y=0.02)
     for axes in (left, right):
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize=7)
