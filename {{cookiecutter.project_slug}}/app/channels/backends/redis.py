@@ -48,8 +48,8 @@ import binascii
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import msgpack
@@ -116,6 +116,7 @@ end
 return sent
 """
 
+_T = TypeVar("_T")
 _STAMP = 13  # digits of the expiry stamp in front of every list entry
 _INBOX_BATCH = 512
 _RING_SIZE = 4096
@@ -153,6 +154,22 @@ def _redact(entry: Any) -> str:
             netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
             return parts._replace(netloc=netloc).geturl()
     return str(entry)
+
+
+async def _abandon_on_cancel(call: Awaitable[_T]) -> _T:
+    """Await a blocking pop so that cancelling the caller returns at once.
+
+    redis-py's RedisCluster can absorb a cancellation that lands in a blocked read (seen with
+    redis-py 8.1: the task stays in the read), and ``close()`` awaits the cancelled readers. The
+    pop goes on in its own task until the client is closed; only ``close()`` cancels readers.
+    """
+    task = asyncio.ensure_future(call)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        raise
 
 
 def _tag(key: str) -> str:
@@ -378,7 +395,7 @@ class RedisChannelLayer(BaseChannelLayer):
     async def _receive(self, channel: str) -> bytes | None:
         key = self._named_key(channel)
         async with self._receive_slots, self._op():
-            result = await self._for(key).blpop([key], timeout=self.receive_timeout)
+            result = await _abandon_on_cancel(self._for(key).blpop([key], timeout=self.receive_timeout))
         if result is None:
             return None
         entry: bytes = result[1]
@@ -395,7 +412,9 @@ class RedisChannelLayer(BaseChannelLayer):
             entries: list[bytes] = []
             if multi:
                 try:
-                    result = await client.blmpop(block, 1, key, direction="LEFT", count=_INBOX_BATCH)
+                    result = await _abandon_on_cancel(
+                        client.blmpop(block, 1, key, direction="LEFT", count=_INBOX_BATCH)
+                    )
                 except ResponseError as exc:  # Redis < 7: no BLMPOP
                     if "unknown command" not in str(exc).lower():
                         raise
@@ -404,7 +423,7 @@ class RedisChannelLayer(BaseChannelLayer):
                 if result:
                     entries = result[1]
             else:
-                popped = await client.blpop([key], timeout=block)
+                popped = await _abandon_on_cancel(client.blpop([key], timeout=block))
                 if popped:
                     entries = [popped[1]]
             for entry in entries:
