@@ -125,7 +125,7 @@ class Seed(Impl):
 
     def _config(self) -> dict[str, Any]:
         p = self.prefix
-        return {
+        configs: dict[str, dict[str, Any]] = {
             "inmemory": {},
             "redis": {"url": REDIS_URL, "prefix": p},
             "postgresql": {"dsn": PG_DSN, "schema": p},
@@ -133,7 +133,8 @@ class Seed(Impl):
                 "servers": NATS_URL.split(","), "prefix": p, "group_bucket": f"{p}_groups", "stream_name": p.upper(),
             },
             "rabbitmq": {"url": AMQP_URL, "exchange_name": p, "queue_prefix": p, "queue_expiry": 60_000},
-        }[self.backend]
+        }
+        return configs[self.backend]
 
     async def open(self) -> None:
         from fastapi_websockets import get_channel_layer
@@ -373,10 +374,11 @@ class RawRedis(Raw):
 
     async def receive(self, channel: str) -> dict[str, Any]:
         if not self.buffer:
-            _, first = await self.client.blpop([channel], timeout=0)
-            self.buffer.append(first)
+            popped: Any = await self.client.blpop([channel], timeout=0)
+            self.buffer.append(popped[1])
             if self.batch:
-                self.buffer.extend(await self.client.lpop(channel, 99) or [])
+                more: Any = await self.client.lpop(channel, 99)
+                self.buffer.extend(more or [])
         return unpack(self.buffer.pop(0))
 
     async def close(self) -> None:
