@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
+import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -192,3 +195,28 @@ async def test_rpc_result_backend_refuses_job_state(prefix: str, tmp_path: Path)
     with live_server(stack_env("rabbitmq", prefix), workers=1, tmp_path=tmp_path) as server:
         status, body = http(server, "GET", "/api/jobs/some-id", server.login("ops"))
         assert status == 501 and "CELERY_RESULT_BACKEND" in body["detail"]
+
+
+async def test_pool_process_killed_mid_chunk_redelivers_without_double_send(prefix: str, tmp_path: Path) -> None:
+    """acks_late + reject_on_worker_lost: the killed chunk runs again elsewhere and skips marked users."""
+    require_broker("redis")
+    env = stack_env("redis", prefix, APP_JOBS_SEND_RATE="10")
+    with run_stack("redis", prefix, tmp_path, env=env) as stack:
+        users = [f"k{i:02d}" for i in range(30)]
+        clients = await asyncio.gather(*(ChatClient.connect(stack.server.ws_url, stack.server.login(u))
+                                         for u in users))
+        status, job = stack.call("POST", "/api/jobs/notify", stack.server.login("ops"), {"users": users, "text": "k"})
+        assert status == 202, job
+        waits = [asyncio.create_task(c.expect("direct", lambda f: f["id"] == job["id"], timeout=90)) for c in clients]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED, timeout=60)
+        await asyncio.sleep(0.15)
+        ps = ["ps", "-o", "pid=", "--ppid", str(stack.worker.process.pid)]
+        pool = (await asyncio.to_thread(subprocess.run, ps, capture_output=True, text=True, check=True)).stdout.split()
+        os.kill(int(pool[0]), signal.SIGKILL)
+        frames = await asyncio.gather(*waits)
+        assert sorted(f["to"] for f in frames) == users
+        await expect_none(clients, "direct", seconds=3)
+        assert stack.worker.count(r"WorkerLostError") >= 1, stack.worker.logs()[-3000:]
+        assert stack.worker.count(r"layer bridge ready") == 3  # the replacement process opened its own layer
+        for client in clients:
+            await client.close()
