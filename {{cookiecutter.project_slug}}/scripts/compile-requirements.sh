@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Pin every dependency, with hashes, for reproducible images: requirements/<backend>.txt
-# (runtime + that backend's extra) and requirements/celery-<backend>.txt (+ Celery).
+# (runtime + that backend's extra).
 # Run it after changing pyproject.toml; it needs pip-tools (the `dev` extra).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,9 @@ for backend in inmemory redis postgresql nats rabbitmq; do
   grep -q "^$backend = " pyproject.toml || [ "$backend" = inmemory ] || continue
   extras=(); [ "$backend" = inmemory ] || extras=("$backend")
   compile "requirements/$backend.txt" "${extras[@]}"
-  if grep -q "^celery = " pyproject.toml && [ "$backend" != inmemory ]; then
+#% if cookiecutter.use_celery == "yes"
+  if [ "$backend" != inmemory ]; then  # with the worker's dependencies too
     compile "requirements/celery-$backend.txt" "${extras[@]}" celery
   fi
+#% endif
 done
