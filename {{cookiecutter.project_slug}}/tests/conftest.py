@@ -38,7 +38,7 @@ async def make_layer(backend: str, prefix: str) -> AsyncIterator[LayerFactory]:
 
     yield make
     open_layers = [layer for layer in layers if not layer.closed]
-    if open_layers:
-        await open_layers[0].flush()
-    for layer in open_layers:
+    cleaner = open_layers[0] if open_layers else build_layer(backend, layer_config(backend, prefix))
+    await cleaner.flush()
+    for layer in {*open_layers, cleaner}:
         await layer.close()

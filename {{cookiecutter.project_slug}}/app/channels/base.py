@@ -10,7 +10,6 @@ broker primitives (the ``_`` methods at the end); the public API lives here once
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -159,9 +158,8 @@ class BaseChannelLayer(ABC):
         tasks = [t for t in (self._inbox_task, self._refresh_task, *self._named_fetchers.values()) if t]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if tasks:  # bounded: a client library that swallows a cancellation must not hang close()
+            await asyncio.wait(tasks, timeout=5)
         await self._close()
 
     @property
