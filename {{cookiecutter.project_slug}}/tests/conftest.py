@@ -38,7 +38,9 @@ async def make_layer(backend: str, prefix: str) -> AsyncIterator[LayerFactory]:
 
     yield make
     open_layers = [layer for layer in layers if not layer.closed]
-    cleaner = open_layers[0] if open_layers else build_layer(backend, layer_config(backend, prefix))
-    await cleaner.flush()
-    for layer in {*open_layers, cleaner}:
+    # each layer flushes the prefix and whatever broker objects it declared itself
+    cleaners = open_layers or [build_layer(backend, layer_config(backend, prefix))]
+    for layer in cleaners:
+        await layer.flush()
+    for layer in cleaners:
         await layer.close()

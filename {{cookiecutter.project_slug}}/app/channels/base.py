@@ -299,11 +299,13 @@ class BaseChannelLayer(ABC):
                 )
             await asyncio.wait({fetcher})
             self._check_open()
+            if not fetcher.cancelled() and fetcher.exception() is not None:
+                raise fetcher.exception()  # type: ignore[misc]  # a configuration error, not a blip
 
     async def _fetch_named(self, channel: str, buffer: asyncio.Queue[tuple[float, dict[str, Any]]]) -> None:
         try:
             data = await self._receive(channel)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ConfigurationError):
             raise
         except Exception as exc:
             logger.warning("receive on %r failed (%s); retrying", channel, exc)
