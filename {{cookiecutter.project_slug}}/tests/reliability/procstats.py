@@ -20,7 +20,12 @@ def open_fds(pid: int) -> int:
 
 
 def tcp_peers(pid: int) -> set[int]:
-    """Remote ports of the loopback TCP sockets ``pid`` holds open (its accepted client connections)."""
+    """Remote ports of the TCP sockets ``pid`` holds open."""
+    return {remote for _, remote in tcp_sockets(pid)}
+
+
+def tcp_sockets(pid: int) -> list[tuple[int, int]]:
+    """(local port, remote port) of each IPv4 TCP socket ``pid`` holds open."""
     inodes = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
@@ -29,12 +34,12 @@ def tcp_peers(pid: int) -> set[int]:
             continue
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
-    peers: set[int] = set()
+    found: list[tuple[int, int]] = []
     for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         if fields[9] in inodes:
-            peers.add(int(fields[2].rsplit(":", 1)[1], 16))
-    return peers
+            found.append((int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16)))
+    return found
 
 
 def local_port(sock: socket.socket) -> int:

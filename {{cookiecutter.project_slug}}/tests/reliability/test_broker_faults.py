@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import secrets
 import time
@@ -30,6 +29,7 @@ from app.channels.config import build_layer
 
 from ..brokers import distributed_backends
 from .brokerfaults import PrivateBroker, private_broker
+from .report import report
 
 pytestmark = pytest.mark.slow
 
@@ -50,9 +50,13 @@ class Stream:
         self.received[n] += 1
         self.first_seen.setdefault(n, time.monotonic())
 
-    def summary(self, fault_end: float) -> dict[str, Any]:
+    def summary(self, fault_end: float, during: range) -> dict[str, Any]:
         after = [at for n, at in self.first_seen.items() if at >= fault_end]
         return {
+            "during_fault": [during.start, during.stop - 1],
+            "lost_n": sorted(set(self.acked) - set(self.received))[:10],
+            "duplicated_n": sorted(n for n, count in self.received.items() if count > 1)[:10],
+            "ghost_n": sorted(self.refused & set(self.received))[:10],
             "sent": len(self.acked) + len(self.refused), "acked": len(self.acked), "refused": len(self.refused),
             "lost": len(set(self.acked) - set(self.received)),
             "duplicated": sum(count - 1 for count in self.received.values() if count > 1),
@@ -85,14 +89,6 @@ async def _wait_for(stream: Stream, numbers: list[int], bound: float = 90) -> No
     deadline = time.monotonic() + bound
     while any(n not in stream.received for n in numbers) and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.1)
-
-
-def _report(row: dict[str, Any]) -> None:
-    print("RESULT", json.dumps(row))
-    path = os.environ.get("RELIABILITY_REPORT")
-    if path:
-        with Path(path).open("a") as out:
-            out.write(json.dumps(row) + "\n")
 
 
 async def _fault(broker: PrivateBroker, kind: str) -> None:
@@ -132,19 +128,20 @@ async def test_numbered_stream_through_a_fault(backend: str, fault: str, tmp_pat
                 await sender.send("rel.named", {"type": "m", "n": n})
 
             n = await _send_stream(send, named, 0, BEFORE)
+            first_during = n
             fault_task = asyncio.create_task(_fault(broker, fault))
             while not fault_task.done():  # keep sending through the fault
                 n = await _send_stream(send, named, n, 1)
             await fault_task
-            fault_end = time.monotonic()
+            fault_end, during = time.monotonic(), range(first_during, n)
             n = await _send_stream(send, named, n, AFTER)
             tail = list(range(n - 10, n))
             await _wait_for(group, [m for m in tail if m in group.acked])
             await _wait_for(named, [m for m in tail if m in named.acked])
             await asyncio.sleep(1)  # late duplicates
             for path, stream in (("group", group), ("named", named)):
-                row = {"backend": backend, "fault": fault, "path": path, **stream.summary(fault_end)}
-                _report(row)
+                row = {"backend": backend, "fault": fault, "path": path, **stream.summary(fault_end, during)}
+                report("RESULT", row)
             for stream in (group, named):
                 resumed = [m for m in tail if m in stream.acked]
                 assert resumed, "no send succeeded after the fault: the layer did not recover"

@@ -1,0 +1,128 @@
+"""Bounded soak: N clients in rooms across 3 gunicorn workers send a fixed count of messages each.
+
+Reported (``SOAK`` lines; appended as JSON to ``$RELIABILITY_REPORT`` if set): deliveries expected,
+lost and duplicated (asserted zero), and per worker its RSS and open file descriptors at start, at
+peak and after every client left (asserted back near the start: no leaked sockets).
+Sizes: ``RELIABILITY_SOAK_CLIENTS`` (300), ``RELIABILITY_SOAK_MESSAGES`` per client (3), 10 per room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from ..brokers import distributed_backends, require_broker
+from ..live_server import LiveServer, live_server, service_env
+from .procstats import open_fds, rss_bytes, tcp_sockets
+from .report import report
+
+pytestmark = pytest.mark.slow
+
+CLIENTS = int(os.environ.get("RELIABILITY_SOAK_CLIENTS", "300"))
+MESSAGES = int(os.environ.get("RELIABILITY_SOAK_MESSAGES", "3"))
+ROOM_SIZE = 10
+WORKERS = 3
+
+
+class Member:
+    def __init__(self, name: str, room: str, connection: ClientConnection, worker: str) -> None:
+        self.name, self.room, self.connection, self.worker = name, room, connection, worker
+        self.got: Counter[str] = Counter()
+        self.joined = asyncio.Event()
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for raw in self.connection:
+                frame = json.loads(raw)
+                if frame["type"] == "message":
+                    self.got[frame["text"]] += 1
+                elif frame["type"] == "joined":
+                    self.joined.set()
+
+
+async def _connect(server: LiveServer, index: int, token: str) -> Member:
+    connection = await websockets.connect(f"{server.ws_url}?token={token}", open_timeout=60, ping_interval=None)
+    welcome = json.loads(await asyncio.wait_for(connection.recv(), 60))
+    member = Member(f"u{index}", f"soak{index // ROOM_SIZE}", connection, str(welcome["worker"]))
+    await connection.send(json.dumps({"type": "join", "room": member.room}))
+    return member
+
+
+def _snapshot(server: LiveServer) -> dict[int, dict[str, float]]:
+    """Per worker: RSS, open fds, sockets of WebSocket clients (on the service port) and other (broker) sockets."""
+    snapshot: dict[int, dict[str, float]] = {}
+    for pid in server.worker_pids():
+        sockets = tcp_sockets(pid)
+        clients = sum(1 for local, remote in sockets if local == server.port and remote)  # not the listener
+        snapshot[pid] = {"rss_mib": round(rss_bytes(pid) / 2**20, 1), "fds": open_fds(pid), "client_sockets": clients,
+                         "broker_sockets": len(sockets) - clients}
+    return snapshot
+
+
+@pytest.mark.parametrize("backend", distributed_backends())
+async def test_soak(backend: str, prefix: str, tmp_path: Path) -> None:
+    require_broker(backend)
+    env = service_env(backend, prefix, APP_RATE_LIMIT_BURST="1000", APP_RATE_LIMIT_PER_SECOND="1000",
+                      APP_HISTORY_SIZE="0", APP_IDLE_TIMEOUT_SECONDS="600")
+    with live_server(env, workers=WORKERS, tmp_path=tmp_path) as server:
+        start = _snapshot(server)
+        tokens = [server.login(f"u{i}") for i in range(CLIENTS)]
+        members: list[Member] = []
+        began = time.monotonic()
+        try:
+            for batch in range(0, CLIENTS, 50):
+                members += await asyncio.gather(*(_connect(server, i, tokens[i])
+                                                  for i in range(batch, min(batch + 50, CLIENTS))))
+            async with asyncio.timeout(120):
+                await asyncio.gather(*(m.joined.wait() for m in members))
+            await asyncio.sleep(2)  # group memberships settle on every worker
+            for k in range(MESSAGES):
+                await asyncio.gather(*(m.connection.send(json.dumps(
+                    {"type": "message", "room": m.room, "text": f"{m.name}:{k}"})) for m in members))
+            expected: dict[str, Counter[str]] = {}
+            for m in members:
+                expected.setdefault(m.room, Counter()).update(f"{m.name}:{k}" for k in range(MESSAGES))
+            total = sum(sum(expected[m.room].values()) for m in members)
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                if sum(sum(m.got.values()) for m in members) >= total:
+                    break
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(1)  # late duplicates
+            peak = _snapshot(server)
+            lost = sum(sum((expected[m.room] - m.got).values()) for m in members)
+            duplicated = sum(sum((m.got - expected[m.room]).values()) for m in members)
+            workers = Counter(m.worker for m in members)
+        finally:
+            for m in members:
+                with contextlib.suppress(Exception):
+                    await m.connection.close()
+                m.reader.cancel()
+        for _ in range(100):  # bounded: every socket is released once its client is gone
+            end = _snapshot(server)
+            if all(end[pid]["client_sockets"] == 0 for pid in start if pid in end):
+                break
+            await asyncio.sleep(0.2)
+        row: dict[str, Any] = {
+            "backend": backend, "clients": CLIENTS, "messages_per_client": MESSAGES, "deliveries": total,
+            "lost": lost, "duplicated": duplicated, "seconds": round(time.monotonic() - began, 1),
+            "clients_per_worker": sorted(workers.values()),
+            "workers": {str(pid): {"start": start[pid], "peak": peak.get(pid), "end": end.get(pid)} for pid in start},
+        }
+        report("SOAK", row)
+        assert server.worker_pids() == list(start), "a worker restarted"
+        assert (lost, duplicated) == (0, 0)
+        for pid in start:  # broker pools stay warm (bounded by their size); client sockets must all be gone
+            assert end[pid]["client_sockets"] == 0, f"worker {pid} holds client sockets after every client left"
+            assert end[pid]["fds"] <= peak[pid]["fds"]
