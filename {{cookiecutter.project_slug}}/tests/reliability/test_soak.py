@@ -1,9 +1,11 @@
 """Bounded soak: N clients in rooms across 3 gunicorn workers send a fixed count of messages each.
 
 Reported (``SOAK`` lines; appended as JSON to ``$RELIABILITY_REPORT`` if set): deliveries expected,
-lost and duplicated (asserted zero), and per worker its RSS and open file descriptors at start, at
-peak and after every client left (asserted back near the start: no leaked sockets).
-Sizes: ``RELIABILITY_SOAK_CLIENTS`` (300), ``RELIABILITY_SOAK_MESSAGES`` per client (3), 10 per room.
+lost and duplicated (asserted zero), and per worker its RSS, open file descriptors and sockets at
+start, at peak and after each round (client sockets asserted back to zero, fds and RSS not growing
+from one round's end to the next).
+Sizes: ``RELIABILITY_SOAK_CLIENTS`` (300), ``RELIABILITY_SOAK_MESSAGES`` per client (3), 10 per room,
+``RELIABILITY_SOAK_ROUNDS`` (2: the same load twice, so growth between the rounds' ends shows a leak).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ CLIENTS = int(os.environ.get("RELIABILITY_SOAK_CLIENTS", "300"))
 MESSAGES = int(os.environ.get("RELIABILITY_SOAK_MESSAGES", "3"))
 ROOM_SIZE = 10
 WORKERS = 3
+ROUNDS = int(os.environ.get("RELIABILITY_SOAK_ROUNDS", "2"))
 
 
 class Member:
@@ -70,6 +73,50 @@ def _snapshot(server: LiveServer) -> dict[int, dict[str, float]]:
     return snapshot
 
 
+async def _round(server: LiveServer, tokens: list[str]) -> dict[str, Any]:
+    """Connect every client, join, send MESSAGES each, wait for the deliveries, disconnect."""
+    members: list[Member] = []
+    began = time.monotonic()
+    try:
+        for batch in range(0, CLIENTS, 50):
+            members += await asyncio.gather(*(_connect(server, i, tokens[i])
+                                              for i in range(batch, min(batch + 50, CLIENTS))))
+        async with asyncio.timeout(120):
+            await asyncio.gather(*(m.joined.wait() for m in members))
+        await asyncio.sleep(2)  # group memberships settle on every worker
+        for k in range(MESSAGES):
+            await asyncio.gather(*(m.connection.send(json.dumps(
+                {"type": "message", "room": m.room, "text": f"{m.name}:{k}"})) for m in members))
+        expected: dict[str, Counter[str]] = {}
+        for m in members:
+            expected.setdefault(m.room, Counter()).update(f"{m.name}:{k}" for k in range(MESSAGES))
+        total = sum(sum(expected[m.room].values()) for m in members)
+        for _ in range(360):  # bounded: 180 s
+            if sum(sum(m.got.values()) for m in members) >= total:
+                break
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(1)  # late duplicates
+        peak = _snapshot(server)
+        return {"deliveries": total, "lost": sum(sum((expected[m.room] - m.got).values()) for m in members),
+                "duplicated": sum(sum((m.got - expected[m.room]).values()) for m in members),
+                "seconds": round(time.monotonic() - began, 1),
+                "clients_per_worker": sorted(Counter(m.worker for m in members).values()), "peak": peak}
+    finally:
+        for m in members:
+            with contextlib.suppress(Exception):
+                await m.connection.close()
+            m.reader.cancel()
+
+
+async def _settled(server: LiveServer) -> dict[int, dict[str, float]]:
+    for _ in range(100):  # bounded: every client socket is released once its client is gone
+        snapshot = _snapshot(server)
+        if all(worker["client_sockets"] == 0 for worker in snapshot.values()):
+            break
+        await asyncio.sleep(0.2)
+    return snapshot
+
+
 @pytest.mark.parametrize("backend", distributed_backends())
 async def test_soak(backend: str, prefix: str, tmp_path: Path) -> None:
     require_broker(backend)
@@ -78,51 +125,22 @@ async def test_soak(backend: str, prefix: str, tmp_path: Path) -> None:
     with live_server(env, workers=WORKERS, tmp_path=tmp_path) as server:
         start = _snapshot(server)
         tokens = [server.login(f"u{i}") for i in range(CLIENTS)]
-        members: list[Member] = []
-        began = time.monotonic()
-        try:
-            for batch in range(0, CLIENTS, 50):
-                members += await asyncio.gather(*(_connect(server, i, tokens[i])
-                                                  for i in range(batch, min(batch + 50, CLIENTS))))
-            async with asyncio.timeout(120):
-                await asyncio.gather(*(m.joined.wait() for m in members))
-            await asyncio.sleep(2)  # group memberships settle on every worker
-            for k in range(MESSAGES):
-                await asyncio.gather(*(m.connection.send(json.dumps(
-                    {"type": "message", "room": m.room, "text": f"{m.name}:{k}"})) for m in members))
-            expected: dict[str, Counter[str]] = {}
-            for m in members:
-                expected.setdefault(m.room, Counter()).update(f"{m.name}:{k}" for k in range(MESSAGES))
-            total = sum(sum(expected[m.room].values()) for m in members)
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                if sum(sum(m.got.values()) for m in members) >= total:
-                    break
-                await asyncio.sleep(0.5)
-            await asyncio.sleep(1)  # late duplicates
-            peak = _snapshot(server)
-            lost = sum(sum((expected[m.room] - m.got).values()) for m in members)
-            duplicated = sum(sum((m.got - expected[m.room]).values()) for m in members)
-            workers = Counter(m.worker for m in members)
-        finally:
-            for m in members:
-                with contextlib.suppress(Exception):
-                    await m.connection.close()
-                m.reader.cancel()
-        for _ in range(100):  # bounded: every socket is released once its client is gone
-            end = _snapshot(server)
-            if all(end[pid]["client_sockets"] == 0 for pid in start if pid in end):
-                break
-            await asyncio.sleep(0.2)
+        rounds, ends = [], []
+        for _ in range(ROUNDS):  # the same load again: what a leak would add shows up between round ends
+            rounds.append(await _round(server, tokens))
+            ends.append(await _settled(server))
         row: dict[str, Any] = {
-            "backend": backend, "clients": CLIENTS, "messages_per_client": MESSAGES, "deliveries": total,
-            "lost": lost, "duplicated": duplicated, "seconds": round(time.monotonic() - began, 1),
-            "clients_per_worker": sorted(workers.values()),
-            "workers": {str(pid): {"start": start[pid], "peak": peak.get(pid), "end": end.get(pid)} for pid in start},
+            "backend": backend, "clients": CLIENTS, "messages_per_client": MESSAGES, "rounds": ROUNDS,
+            "deliveries": sum(r["deliveries"] for r in rounds), "lost": sum(r["lost"] for r in rounds),
+            "duplicated": sum(r["duplicated"] for r in rounds), "seconds": [r["seconds"] for r in rounds],
+            "clients_per_worker": rounds[0]["clients_per_worker"],
+            "workers": {str(pid): {"start": start[pid], "peak": rounds[-1]["peak"].get(pid),
+                                   "ends": [end.get(pid) for end in ends]} for pid in start},
         }
         report("SOAK", row)
         assert server.worker_pids() == list(start), "a worker restarted"
-        assert (lost, duplicated) == (0, 0)
+        assert (row["lost"], row["duplicated"]) == (0, 0)
         for pid in start:  # broker pools stay warm (bounded by their size); client sockets must all be gone
-            assert end[pid]["client_sockets"] == 0, f"worker {pid} holds client sockets after every client left"
-            assert end[pid]["fds"] <= peak[pid]["fds"]
+            assert all(end[pid]["client_sockets"] == 0 for end in ends), f"worker {pid} kept client sockets"
+            assert ends[-1][pid]["fds"] <= ends[0][pid]["fds"], f"worker {pid}: more fds after each round"
+            assert ends[-1][pid]["rss_mib"] - ends[0][pid]["rss_mib"] < 32, f"worker {pid}: RSS keeps growing"
