@@ -118,6 +118,10 @@ class Ours(Impl):
         await self.open()
         await self.layer.flush()
         await self.layer.close()
+        if self.backend == "rabbitmq":
+            # flush() in a fresh process only removes what that process declared: the prefix's
+            # group exchange (declared by the case's processes) would stay behind.
+            await amqp_delete(exchanges=[f"{self.prefix}.groups"], queue_prefix=None)
 
 
 class Seed(Impl):
