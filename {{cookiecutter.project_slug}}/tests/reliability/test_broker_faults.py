@@ -3,7 +3,8 @@
 A sender sends ``n = 0, 1, 2 ...`` both to a group (the chat's path: a process inbox) and to a named
 channel while the broker is killed with SIGKILL and restarted, or frozen with SIGSTOP for longer than
 the clients' timeouts and then thawed. The same layer objects are used throughout: no application
-restart. Asserted: receive() resumes, and everything acknowledged after recovery arrives. Measured
+restart. Asserted: receive() resumes, everything acknowledged after recovery arrives, and what each
+backend promises (``PROMISES``: nothing acknowledged lost, nothing delivered twice). Measured
 and printed (``RESULT`` lines; appended as JSON to ``$RELIABILITY_REPORT`` if set): messages
 acknowledged, lost (acknowledged, never received), duplicated, "ghosts" (the send raised, the message
 arrived anyway) and how long after the fault ended the first message got through.
@@ -34,9 +35,22 @@ from .report import report
 pytestmark = pytest.mark.slow
 
 PAUSE_SECONDS = float(os.environ.get("RELIABILITY_PAUSE_SECONDS", "12"))  # > socket/heartbeat timeouts (10 s)
+#: (backend, path) -> what is promised of acknowledged messages through a fault: "durable" (none lost)
+#: and/or "once" (none duplicated). RabbitMQ inboxes are transient exclusive queues (documented in the
+#: backend), PostgreSQL and RabbitMQ named channels are at-least-once across a crash.
+PROMISES: dict[tuple[str, str], set[str]] = {
+    ("redis", "group"): {"durable", "once"}, ("redis", "named"): {"durable", "once"},
+    ("postgresql", "group"): {"durable"}, ("postgresql", "named"): {"durable"},
+    ("nats", "group"): {"durable", "once"}, ("nats", "named"): {"durable", "once"},
+    ("rabbitmq", "group"): set(), ("rabbitmq", "named"): {"durable"},
+}
+#: Seen, not yet fixed: the group_send sent just after a NATS server thaws is acknowledged and never
+#: delivered (2 runs in 5). Reported as an xfail when it happens, so the suite shows it without flaking.
+KNOWN_LOSS = {("nats", "group", "pause")}
 BEFORE, AFTER = 40, 40  # messages sent before the fault and after it ended
 INTERVAL = 0.05
 OP_BOUND = 30.0  # no single send may hang longer than this (it counts as refused)
+REDELIVERY_BOUND = 45.0  # how long an acknowledged message may take to arrive before it counts as lost
 
 
 @dataclass
@@ -57,6 +71,8 @@ class Stream:
             "lost_n": sorted(set(self.acked) - set(self.received))[:10],
             "duplicated_n": sorted(n for n, count in self.received.items() if count > 1)[:10],
             "ghost_n": sorted(self.refused & set(self.received))[:10],
+            "slowest_s": round(max((self.first_seen[n] - at for n, at in self.acked.items() if n in self.first_seen),
+                                   default=0.0), 2),
             "sent": len(self.acked) + len(self.refused), "acked": len(self.acked), "refused": len(self.refused),
             "lost": len(set(self.acked) - set(self.received)),
             "duplicated": sum(count - 1 for count in self.received.values() if count > 1),
@@ -136,8 +152,9 @@ async def test_numbered_stream_through_a_fault(backend: str, fault: str, tmp_pat
             fault_end, during = time.monotonic(), range(first_during, n)
             n = await _send_stream(send, named, n, AFTER)
             tail = list(range(n - 10, n))
-            await _wait_for(group, [m for m in tail if m in group.acked])
-            await _wait_for(named, [m for m in tail if m in named.acked])
+            # a message in flight at the fault may come back only after an ack timeout (NATS: ack_wait 30 s)
+            await _wait_for(group, list(group.acked), REDELIVERY_BOUND)
+            await _wait_for(named, list(named.acked), REDELIVERY_BOUND)
             await asyncio.sleep(1)  # late duplicates
             for path, stream in (("group", group), ("named", named)):
                 row = {"backend": backend, "fault": fault, "path": path, **stream.summary(fault_end, during)}
@@ -147,6 +164,18 @@ async def test_numbered_stream_through_a_fault(backend: str, fault: str, tmp_pat
                 assert resumed, "no send succeeded after the fault: the layer did not recover"
                 assert all(m in stream.received for m in resumed), "receive() did not resume"
             assert not receiver.closed and not sender.closed
+            known = []
+            for path, stream in (("group", group), ("named", named)):
+                row = stream.summary(fault_end, during)
+                promised = PROMISES[(backend, path)]
+                if "durable" in promised and row["lost"]:
+                    if (backend, path, fault) not in KNOWN_LOSS:
+                        raise AssertionError(f"{path}: acknowledged messages lost: {row['lost_n']}")
+                    known.append(f"{path}: acknowledged messages lost: {row['lost_n']}")
+                if "once" in promised:
+                    assert not row["duplicated"], f"{path}: delivered twice: {row['duplicated_n']}"
+            if known:
+                pytest.xfail(f"known {backend} loss after a {fault}: {'; '.join(known)}")
         finally:
             for task in tasks:
                 task.cancel()
