@@ -43,6 +43,8 @@ def service_env(backend: str, prefix: str, **extra: str) -> dict[str, str]:
     if backend in BROKER_ENV:
         env[BROKER_ENV[backend]] = URLS[backend]
         env[f"FASTAPI_WEBSOCKETS_{backend.upper()}_PREFIX"] = prefix
+    if backend == "postgresql":  # the shared test server allows 100 connections for every parallel test
+        env["FASTAPI_WEBSOCKETS_POSTGRESQL_POOL_SIZE"] = "2"
     env.update(extra)
     return env
 
