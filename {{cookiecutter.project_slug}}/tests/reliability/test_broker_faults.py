@@ -44,9 +44,6 @@ PROMISES: dict[tuple[str, str], set[str]] = {
     ("nats", "group"): {"durable", "once"}, ("nats", "named"): {"durable", "once"},
     ("rabbitmq", "group"): set(), ("rabbitmq", "named"): {"durable"},
 }
-#: Seen, not yet fixed: the group_send sent just after a NATS server thaws is acknowledged and never
-#: delivered (2 runs in 5). Reported as an xfail when it happens, so the suite shows it without flaking.
-KNOWN_LOSS = {("nats", "group", "pause")}
 BEFORE, AFTER = 40, 40  # messages sent before the fault and after it ended
 INTERVAL = 0.05
 OP_BOUND = 30.0  # no single send may hang longer than this (it counts as refused)
@@ -164,18 +161,13 @@ async def test_numbered_stream_through_a_fault(backend: str, fault: str, tmp_pat
                 assert resumed, "no send succeeded after the fault: the layer did not recover"
                 assert all(m in stream.received for m in resumed), "receive() did not resume"
             assert not receiver.closed and not sender.closed
-            known = []
             for path, stream in (("group", group), ("named", named)):
                 row = stream.summary(fault_end, during)
                 promised = PROMISES[(backend, path)]
-                if "durable" in promised and row["lost"]:
-                    if (backend, path, fault) not in KNOWN_LOSS:
-                        raise AssertionError(f"{path}: acknowledged messages lost: {row['lost_n']}")
-                    known.append(f"{path}: acknowledged messages lost: {row['lost_n']}")
+                if "durable" in promised:
+                    assert not row["lost"], f"{path}: acknowledged messages lost: {row['lost_n']}"
                 if "once" in promised:
                     assert not row["duplicated"], f"{path}: delivered twice: {row['duplicated_n']}"
-            if known:
-                pytest.xfail(f"known {backend} loss after a {fault}: {'; '.join(known)}")
         finally:
             for task in tasks:
                 task.cancel()
