@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .brokers import URLS
 
@@ -65,26 +66,27 @@ class LiveServer:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
-    def get(self, path: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    def request(self, method: str, path: str, body: Any = None, token: str | None = None,
+                timeout: float = 10) -> tuple[int, Any]:
+        """One JSON request, with the bearer token when given: ``(status, decoded body)``."""
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(self.url + path, timeout=5) as response:
-                return response.status, json.loads(response.read() or b"{}")
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def get(self, path: str) -> tuple[int, Any]:
+        return self.request("GET", path)
+
+    def post(self, path: str, body: Any, token: str | None = None) -> tuple[int, Any]:
+        return self.request("POST", path, body, token)
 
     def text(self, path: str) -> str:
         with urllib.request.urlopen(self.url + path, timeout=5) as response:
             return str(response.read().decode())
-
-    def post(self, path: str, body: dict, token: str | None = None) -> tuple[int, dict]:  # type: ignore[type-arg]
-        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json",
-                                                  **({"Authorization": f"Bearer {token}"} if token else {})})
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return response.status, json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
 
     def login(self, username: str) -> str:
         status, body = self.post("/api/login", {"username": username})

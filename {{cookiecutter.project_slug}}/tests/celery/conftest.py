@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +31,7 @@ def stack_env(backend: str, prefix: str, **extra: str) -> dict[str, str]:
 def http(server: LiveServer, method: str, path: str, token: str | None,
          body: dict[str, Any] | None = None) -> tuple[int, Any]:
     """One JSON request to the service, with the bearer token when given."""
-    request = urllib.request.Request(server.url + path, method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json",
-                                              **({"Authorization": f"Bearer {token}"} if token else {})})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
+    return server.request(method, path, body, token)
 
 
 @dataclass
