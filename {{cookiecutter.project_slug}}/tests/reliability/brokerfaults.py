@@ -21,8 +21,8 @@ import pytest
 @dataclass
 class PrivateBroker:
     config: dict[str, Any]
-    kill: Callable[[], None]
-    start: Callable[[], None]
+    kill: Callable[[], object]
+    start: Callable[[], object]
     pids: Callable[[], list[int]]  # every process to SIGSTOP/SIGCONT
     group: bool = False  # pids()[0] leads a process group: signal the whole group
 
@@ -54,14 +54,15 @@ def private_broker(backend: str, tmp_path: Path) -> Iterator[PrivateBroker]:
 
         if not available():
             _missing("redis-server is not installed")
-        server = RedisServer(tmp_path, "--appendonly", "yes", "--appendfsync", "always").start()
+        redis = RedisServer(tmp_path, "--appendonly", "yes", "--appendfsync", "always").start()
         try:
-            yield PrivateBroker({"url": server.url}, server.kill, lambda: server.start() and None,
-                                lambda: [server.process.pid] if server.process else [])
+            yield PrivateBroker({"url": redis.url}, redis.kill, redis.start,
+                                lambda: [redis.process.pid] if redis.process else [])
         finally:
-            with contextlib.suppress(ProcessLookupError, TypeError):
-                os.kill(server.process.pid, signal.SIGCONT)  # type: ignore[union-attr]
-            server.stop()
+            if redis.process is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(redis.process.pid, signal.SIGCONT)
+            redis.stop()
     elif backend == "postgresql":
         from ..channels.postgresql_cluster import _children, private_cluster
 
@@ -82,16 +83,16 @@ def private_broker(backend: str, tmp_path: Path) -> Iterator[PrivateBroker]:
 
         if not shutil.which("nats-server") and not Path("/usr/sbin/nats-server").exists():
             _missing("nats-server is not installed")
-        server = NatsServer(tmp_path, "n0")
-        server.start()
+        nats = NatsServer(tmp_path, "n0")
+        nats.start()
         try:
-            yield PrivateBroker({"servers": [server.url]}, server.kill, server.start,
-                                lambda: [server.process.pid] if server.process else [])
+            yield PrivateBroker({"servers": [nats.url]}, nats.kill, nats.start,
+                                lambda: [nats.process.pid] if nats.process else [])
         finally:
-            if server.process is not None:
+            if nats.process is not None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(server.process.pid, signal.SIGCONT)
-            server.kill()
+                    os.kill(nats.process.pid, signal.SIGCONT)
+            nats.kill()
     elif backend == "rabbitmq":
         from ..channels.rabbitmq_node import PrivateRabbitMQ, available
 
