@@ -29,7 +29,7 @@ def import_backend(path: str) -> type[BaseChannelLayer]:
     """Resolve a short backend name or a dotted path to a layer class."""
     dotted = BACKENDS.get(path.lower(), path)
     module_name, _, class_name = dotted.rpartition(".")
-    if not module_name:
+    if not module_name or module_name.startswith("."):
         raise ConfigurationError(
             f"unknown channel layer backend {path!r}: use one of {', '.join(BACKENDS)} or a dotted path"
         )

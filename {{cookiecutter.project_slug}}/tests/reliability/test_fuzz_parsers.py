@@ -78,7 +78,7 @@ def _importable_top_level(path: str) -> bool:
         return False
 
 
-RELATIVE_BACKENDS = ["..x", ".redis.RedisChannelLayer"]  # the module part is relative: see the xfail below
+RELATIVE_BACKENDS = ["..x", ".redis.RedisChannelLayer"]  # a relative module part is refused
 _SAFE_ODD_BACKENDS = [".", ".x", "x.", "app.channels.base.BaseChannelLayer", "app.channels.exceptions.ChannelFull",
                       "app.channels.config.BACKENDS", "app.channels.nope.Layer", "app.Nope", " redis", "REDIS", "\x00"]
 backends = st.one_of(st.sampled_from([*BACKENDS, *_SAFE_ODD_BACKENDS]),
@@ -121,9 +121,6 @@ def test_config_from_env_raises_only_configuration_error(backend: str, values: d
         assert set(entry) == {"BACKEND", "CONFIG"}
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="import_backend hands a '.'-leading path to importlib.import_module, which raises TypeError"
-                          " (relative import without a package); app/channels/config.py should reject it")
 @pytest.mark.parametrize("backend", RELATIVE_BACKENDS)
 def test_relative_backend_path_is_a_configuration_error(backend: str) -> None:
     with pytest.raises(ConfigurationError):
