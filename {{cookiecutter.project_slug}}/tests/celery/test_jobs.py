@@ -129,11 +129,14 @@ async def test_retry_after_broker_blip_does_not_double_send(layer: str, prefix: 
             token = stack.server.login("ops")
             status, job = stack.call("POST", "/api/jobs/notify", token, {"users": users, "text": "blip"})
             assert status == 202, job
-            # 5 chunks of 7 at 10 sends/s on 2 processes: cut the layer just after the first user got hers
+            # 5 chunks of 7 at 10 sends/s on 2 processes: cut the layer once 3 users got theirs, so at
+            # least one running chunk has sent part of its users (the first ones may race the cut)
             waits = [asyncio.create_task(c.expect("direct", lambda f: f["id"] == job["id"], timeout=90))
                      for c in clients]
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED, timeout=60)
-            await asyncio.sleep(0.15)
+            for delivered, first in enumerate(asyncio.as_completed(waits, timeout=60), start=1):
+                await first
+                if delivered == 3:
+                    break
             proxy.down()
             await asyncio.sleep(2)
             proxy.up()
