@@ -1,0 +1,445 @@
+"""End-to-end WebSocket load: this project's chat vs python-socketio vs encode/broadcaster, all on Redis.
+
+    python bench/ws_load.py                      # defaults: W=2 workers, C=1000 clients, R=10 rooms
+    python bench/ws_load.py --clients 300 --impl ours,socketio --messages 3 --rate 0.5
+
+Each case starts the real servers (gunicorn, W workers, its own session), connects C clients (client i
+joins room i % R), measures the workers' RSS before and after connecting, then every client sends
+``--messages`` messages at ``--rate`` msg/s (random phase). The text carries ``sender:seq:send-time``, so
+each receiver checks that every message of its room arrives exactly once (lost / dup) and measures
+sender-to-receiver latency. CPU seconds are the server processes' utime+stime (from /proc) from before
+connecting to the end of the drain. Every case has a deadline and its servers' process group is killed.
+
+The clients run in this process (asyncio + ``websockets``); the peers run in the peers' virtualenv
+(``bench/setup_peers.sh``; ``--peers-python``). socket.io is spoken as raw Engine.IO v4 over WebSocket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import websockets
+
+PROJECT = Path(__file__).resolve().parent.parent
+if str(PROJECT) not in sys.path:
+    sys.path.insert(0, str(PROJECT))
+
+REDIS_URL = os.environ.get("FASTAPI_WEBSOCKETS_REDIS_URL", "redis://127.0.0.1:6379/0")
+PEERS_PYTHON = os.environ.get("PEERS_PYTHON", "/work/.venv-peers/bin/python")
+IMPLS = ("ours", "socketio", "broadcaster")
+LABELS = {"ours": "ours (redis)", "socketio": "python-socketio (AsyncRedisManager)",
+          "broadcaster": "broadcaster (redis)"}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ---------------------------------------------------------------------------- servers
+
+
+@dataclass
+class Server:
+    impl: str
+    process: subprocess.Popen[bytes]
+    port: int
+    workers: int
+    log: Path
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.process.pid)], capture_output=True, text=True)
+        return [int(pid) for pid in out.stdout.split()]
+
+    def pids(self) -> list[int]:
+        return [self.process.pid, *self.worker_pids()]
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+
+
+def start_server(impl: str, workers: int, prefix: str, peers_python: str) -> Server:
+    port = free_port()
+    log = Path(tempfile.gettempdir()) / f"ws_load-{impl}-{port}.log"
+    bind = f"127.0.0.1:{port}"
+    if impl == "ours":
+        from tests.live_server import service_env
+
+        env = service_env("redis", prefix, WEB_CONCURRENCY=str(workers), BIND=bind, GRACEFUL_TIMEOUT="3",
+                          APP_RATE_LIMIT_PER_SECOND="1000", APP_RATE_LIMIT_BURST="1000",
+                          APP_IDLE_TIMEOUT_SECONDS="3600", APP_PRESENCE_INTERVAL_SECONDS="5", ACCESS_LOG="")
+        env["FASTAPI_WEBSOCKETS_REDIS_URL"] = REDIS_URL
+        cmd = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app.main:app"]
+    else:
+        env = {**os.environ, "BENCH_REDIS_URL": REDIS_URL, "BENCH_PREFIX": prefix, "PYTHONUNBUFFERED": "1"}
+        cmd = [peers_python, "-m", "gunicorn", "-k", "uvicorn.workers.UvicornWorker", "-w", str(workers),
+               "-b", bind, "--graceful-timeout", "3", "--log-level", "warning", f"bench.peers.{impl}_app:app"]
+    with log.open("wb") as out:
+        process = subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    server = Server(impl, process, port, workers, log)
+    health = "/readyz" if impl == "ours" else "/healthz"
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{impl} server exited:\n{log.read_text(errors='replace')[-2000:]}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"http://{bind}{health}", timeout=2) as response:
+                    if response.status == 200 and len(server.worker_pids()) >= workers:
+                        time.sleep(1.0)  # let every worker finish booting
+                        return server
+            time.sleep(0.2)
+        raise TimeoutError(f"{impl} server not ready:\n{log.read_text(errors='replace')[-2000:]}")
+    except BaseException:
+        server.kill()
+        raise
+
+
+def rss_kib(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    return total
+
+
+def cleanup_redis(prefix: str) -> None:
+    with contextlib.suppress(Exception):
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+# ---------------------------------------------------------------------------- clients
+
+
+@dataclass
+class Stats:
+    latencies: list[float] = field(default_factory=list)
+    first_send: float = 0.0
+    last_receive: float = 0.0
+    deliveries: int = 0
+
+
+class Client:
+    def __init__(self, impl: str, cid: int, room: str, stats: Stats) -> None:
+        self.impl, self.cid, self.room, self.stats = impl, cid, room, stats
+        self.ws: Any = None
+        self.received: dict[tuple[int, int], int] = {}
+        self.reader: asyncio.Task[None] | None = None
+
+    async def connect(self, port: int, token: str | None) -> None:
+        if self.impl == "ours":
+            url = f"ws://127.0.0.1:{port}/ws?token={token}"
+        elif self.impl == "socketio":
+            url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
+        else:
+            url = f"ws://127.0.0.1:{port}/ws"
+        self.ws = await websockets.connect(url, compression=None, open_timeout=30, max_queue=None,
+                                           ping_interval=None)
+        if self.impl == "socketio":
+            assert (await self.ws.recv()).startswith("0")  # Engine.IO open
+            await self.ws.send("40")
+            while not (await self.ws.recv()).startswith("40"):
+                pass
+            await self.ws.send("420" + json.dumps(["join", {"room": self.room}]))
+            while True:
+                raw = await self.ws.recv()
+                if raw.startswith("430"):
+                    break
+                if raw == "2":
+                    await self.ws.send("3")
+        else:
+            await self.ws.send(json.dumps({"type": "join", "room": self.room}))
+            while True:
+                frame = json.loads(await self.ws.recv())
+                if frame.get("type") == "joined" and frame.get("room") == self.room:
+                    break
+        self.reader = asyncio.create_task(self.read())
+
+    async def read(self) -> None:
+        stats, received, impl = self.stats, self.received, self.impl
+        with contextlib.suppress(websockets.ConnectionClosed, asyncio.CancelledError):
+            async for raw in self.ws:
+                if impl == "socketio":
+                    if raw == "2":
+                        await self.ws.send("3")
+                        continue
+                    if not raw.startswith("42"):
+                        continue
+                    event, frame = json.loads(raw[2:])
+                    if event != "message":
+                        continue
+                else:
+                    frame = json.loads(raw)
+                    if frame.get("type") != "message":
+                        continue
+                now = time.monotonic()
+                sender, seq, sent = frame["text"].split(":")
+                key = (int(sender), int(seq))
+                count = received.get(key, 0)
+                received[key] = count + 1
+                if count == 0:
+                    stats.deliveries += 1
+                    stats.latencies.append(now - float(sent))
+                    stats.last_receive = now
+
+    async def send(self, seq: int) -> None:
+        text = f"{self.cid}:{seq}:{time.monotonic():.6f}"
+        if self.impl == "socketio":
+            await self.ws.send("42" + json.dumps(["chat", {"room": self.room, "text": text}]))
+        else:
+            await self.ws.send(json.dumps({"type": "message", "room": self.room, "text": text}))
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+        if self.ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ws.close(), 2)
+
+
+# ---------------------------------------------------------------------------- one case
+
+
+@dataclass
+class Result:
+    impl: str
+    clients: int
+    workers: int
+    rooms: int
+    expected: int = 0
+    delivered: int = 0
+    lost: int = 0
+    dup: int = 0
+    rate: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    rss_worker_mib: float = 0.0
+    rss_idle_conn_kib: float = 0.0
+    cpu_s: float = 0.0
+    status: str = "ok"
+
+
+def login(port: int, username: str) -> str:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/login", method="POST",
+                                     data=json.dumps({"username": username}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return str(json.loads(response.read())["token"])
+
+
+async def drive(server: Server, result: Result, clients: int, rooms: int, messages: int, rate: float,
+                drain: float) -> None:
+    stats = Stats()
+    loop = asyncio.get_running_loop()
+    run_id = uuid.uuid4().hex[:6]
+    room_names = [f"r{run_id}-{i}" for i in range(rooms)]
+    members = [Client(server.impl, i, room_names[i % rooms], stats) for i in range(clients)]
+    pids = server.pids()
+    rss_before = sum(rss_kib(pid) for pid in server.worker_pids())
+    cpu_before = cpu_seconds(pids)
+    gate = asyncio.Semaphore(50)
+
+    async def connect(client: Client) -> None:
+        async with gate:
+            token = None
+            if server.impl == "ours":
+                token = await loop.run_in_executor(None, login, server.port, f"u{run_id}-{client.cid}")
+            await client.connect(server.port, token)
+
+    try:
+        await asyncio.gather(*(connect(c) for c in members))
+        await asyncio.sleep(2.0)  # presence and join traffic settles before the idle RSS reading
+        workers = server.worker_pids()
+        rss_after = sum(rss_kib(pid) for pid in workers)
+        result.rss_idle_conn_kib = (rss_after - rss_before) / clients
+
+        start = time.monotonic() + 0.5
+        stats.first_send = start
+
+        async def sender(client: Client) -> None:
+            offset = random.random() / rate
+            for seq in range(messages):
+                await asyncio.sleep(max(0.0, start + offset + seq / rate - time.monotonic()))
+                await client.send(seq)
+
+        await asyncio.gather(*(sender(c) for c in members))
+        per_room = [sum(1 for c in members if c.room == room) for room in room_names]
+        result.expected = sum(n * n * messages for n in per_room)
+        end = time.monotonic() + drain
+        last, last_progress = -1, time.monotonic()
+        while stats.deliveries < result.expected and time.monotonic() < end:
+            await asyncio.sleep(0.2)
+            if stats.deliveries != last:
+                last, last_progress = stats.deliveries, time.monotonic()
+            elif time.monotonic() - last_progress > 10:
+                break
+        await asyncio.sleep(0.5)  # late duplicates
+        result.cpu_s = cpu_seconds(server.pids()) - cpu_before
+        result.rss_worker_mib = statistics.mean(rss_kib(pid) for pid in workers) / 1024
+        if stats.deliveries < result.expected:
+            result.status = "timeout"
+    finally:
+        await asyncio.gather(*(c.close() for c in members), return_exceptions=True)
+
+    sent_by_room: dict[str, list[tuple[int, int]]] = {room: [] for room in room_names}
+    for c in members:
+        sent_by_room[c.room].extend((c.cid, seq) for seq in range(messages))
+    for c in members:
+        for key in sent_by_room[c.room]:
+            count = c.received.get(key, 0)
+            result.lost += count == 0
+            result.dup += max(0, count - 1)
+    result.delivered = stats.deliveries
+    span = (stats.last_receive or time.monotonic()) - stats.first_send
+    result.rate = stats.deliveries / span if span > 0 else 0.0
+    if stats.latencies:
+        ordered = sorted(stats.latencies)
+        result.p50_ms = ordered[len(ordered) // 2] * 1000
+        result.p99_ms = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
+
+
+async def run_case(impl: str, clients: int = 1000, workers: int = 2, rooms: int = 10, messages: int = 3,
+                   rate: float = 0.5, drain: float = 60, deadline: float = 300,
+                   peers_python: str = PEERS_PYTHON) -> Result:
+    """One implementation, one bounded run; its servers are killed whatever happens."""
+    result = Result(impl, clients, workers, rooms)
+    prefix = f"wsload{uuid.uuid4().hex[:8]}"
+    server = await asyncio.to_thread(start_server, impl, workers, prefix, peers_python)
+    try:
+        await asyncio.wait_for(drive(server, result, clients, rooms, messages, rate, drain), deadline)
+    except TimeoutError:
+        result.status = "deadline"
+    except Exception as exc:  # noqa: BLE001 - reported in the table
+        result.status = f"error: {type(exc).__name__}: {exc}"[:120]
+    finally:
+        await asyncio.to_thread(server.kill)
+        await asyncio.to_thread(cleanup_redis, prefix)
+    return result
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if a and b else "—"
+
+
+def table(results: list[Result]) -> str:
+    base = next((r for r in results if r.impl == "socketio"), None)
+    lines = ["| implementation | clients | workers | delivered msgs/s | p50 ms | p99 ms | lost | dup | "
+             "RSS/worker MiB | RSS/idle conn KiB | CPU s | status | msgs/s ÷ socketio | p99 ÷ socketio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        rate_ratio = ratio(r.rate, base.rate) if base else "—"
+        p99_ratio = ratio(r.p99_ms, base.p99_ms) if base else "—"
+        lines.append(f"| {LABELS.get(r.impl, r.impl)} | {r.clients} | {r.workers} | {r.rate:,.0f} | {r.p50_ms:.1f} | "
+                     f"{r.p99_ms:.1f} | {r.lost} | {r.dup} | {r.rss_worker_mib:.1f} | {r.rss_idle_conn_kib:.1f} | "
+                     f"{r.cpu_s:.1f} | {r.status} | {rate_ratio} | {p99_ratio} |")
+    return "\n".join(lines)
+
+
+def verdict(results: list[Result]) -> str:
+    ours = next((r for r in results if r.impl == "ours"), None)
+    base = next((r for r in results if r.impl == "socketio"), None)
+    if not ours or not base or not base.rate or not base.p99_ms:
+        return "Target not evaluated (ours and python-socketio both needed)."
+    met = ours.rate >= 2 * base.rate and ours.p99_ms <= base.p99_ms / 2 and ours.lost == 0 and ours.dup == 0
+    return (f"Target (≥2x python-socketio's msgs/s at ≤½ its p99, nothing lost): **{'met' if met else 'not met'}** — "
+            f"throughput {ours.rate / base.rate:.2f}x, p99 {ours.p99_ms / base.p99_ms:.2f}x.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--impl", default=",".join(IMPLS))
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rooms", type=int, default=10)
+    parser.add_argument("--messages", type=int, default=3, help="messages per client")
+    parser.add_argument("--rate", type=float, default=0.5, help="msg/s per client")
+    parser.add_argument("--drain", type=float, default=60, help="max seconds to wait for deliveries")
+    parser.add_argument("--deadline", type=float, default=300, help="max seconds per case")
+    parser.add_argument("--peers-python", default=PEERS_PYTHON)
+    parser.add_argument("--out", default=str(PROJECT / "docs" / "benchmarks" / "ws_load.md"))
+    parser.add_argument("--note", default="")
+    args = parser.parse_args()
+
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    results = []
+    for impl in args.impl.split(","):
+        result = asyncio.run(run_case(impl, args.clients, args.workers, args.rooms, args.messages, args.rate,
+                                      args.drain, args.deadline, args.peers_python))
+        print(json.dumps(result.__dict__), flush=True)
+        results.append(result)
+    body = table(results)
+    print(body)
+    print(verdict(results))
+    if args.out:
+        doc = [
+            "# End-to-end WebSocket load benchmark", "",
+            f"Run {started} on 2 cores (shared, noisy), Redis and every socket on loopback: `python bench/ws_load.py "
+            f"--clients {args.clients} --workers {args.workers} --rooms {args.rooms} --messages {args.messages} "
+            f"--rate {args.rate}`.", "",
+            f"{args.clients} WebSocket clients over {args.workers} gunicorn workers, client *i* in room *i* mod "
+            f"{args.rooms}; each client sends {args.messages} messages at {args.rate} msg/s (random phase) and every "
+            "member of the room (the sender too) must get each exactly once. `delivered msgs/s`: unique deliveries "
+            "from the first send to the last delivery. Latency: sender's send time (in the text) to the "
+            "receiver's read, both in the one client process. `RSS/idle conn`: growth of the workers' RSS from "
+            "before connecting to after every client joined, per client. `CPU s`: utime+stime of the gunicorn "
+            "master and workers from before connecting to the end of the drain. The clients (asyncio, "
+            "`websockets`) share the 2 cores with the servers, so absolute numbers are noisy; ratios from the "
+            "same run are the signal.", "",
+            "Implementations: `ours` = this project's chat (`FASTAPI_WEBSOCKETS_BACKEND=redis`, rate limits "
+            "raised); `python-socketio` = `bench/peers/socketio_app.py` (ASGI, AsyncRedisManager, uvicorn "
+            "workers under gunicorn, WebSocket transport, spoken to as raw Engine.IO v4); `broadcaster` = "
+            "`bench/peers/broadcaster_app.py` (FastAPI + encode/broadcaster on Redis pub/sub).", "",
+            body, "", verdict(results), "",
+        ]
+        if args.note:
+            doc += [args.note, ""]
+        Path(args.out).write_text("\n".join(doc))
+
+
+if __name__ == "__main__":
+    main()
