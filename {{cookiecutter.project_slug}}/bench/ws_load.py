@@ -98,8 +98,8 @@ def start_server(impl: str, workers: int, prefix: str, peers_python: str) -> Ser
         cmd = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app.main:app"]
     else:
         env = {**os.environ, "BENCH_REDIS_URL": REDIS_URL, "BENCH_PREFIX": prefix, "PYTHONUNBUFFERED": "1"}
-        cmd = [peers_python, "-m", "gunicorn", "-k", "uvicorn.workers.UvicornWorker", "-w", str(workers),
-               "-b", bind, "--graceful-timeout", "3", "--log-level", "warning", f"bench.peers.{impl}_app:app"]
+        cmd = [peers_python, "-m", "gunicorn", "-c", "bench/peers/gunicorn_peers.py", "-w", str(workers),
+               "-b", bind, f"bench.peers.{impl}_app:app"]
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
@@ -110,11 +110,10 @@ def start_server(impl: str, workers: int, prefix: str, peers_python: str) -> Ser
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"{impl} server exited:\n{log.read_text(errors='replace')[-2000:]}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"http://{bind}{health}", timeout=2) as response:
-                    if response.status == 200 and len(server.worker_pids()) >= workers:
-                        time.sleep(1.0)  # let every worker finish booting
-                        return server
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"http://{bind}{health}", timeout=2) as response:
+                if response.status == 200 and len(server.worker_pids()) >= workers:
+                    time.sleep(1.0)  # let every worker finish booting
+                    return server
             time.sleep(0.2)
         raise TimeoutError(f"{impl} server not ready:\n{log.read_text(errors='replace')[-2000:]}")
     except BaseException:
@@ -351,7 +350,7 @@ async def run_case(impl: str, clients: int = 1000, workers: int = 2, rooms: int 
         await asyncio.wait_for(drive(server, result, clients, rooms, messages, rate, drain), deadline)
     except TimeoutError:
         result.status = "deadline"
-    except Exception as exc:  # noqa: BLE001 - reported in the table
+    except Exception as exc:  # reported in the table
         result.status = f"error: {type(exc).__name__}: {exc}"[:120]
     finally:
         await asyncio.to_thread(server.kill)

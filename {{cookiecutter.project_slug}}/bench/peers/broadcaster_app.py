@@ -3,7 +3,8 @@
     gunicorn -k uvicorn.workers.UvicornWorker -w 2 bench.peers.broadcaster_app:app
 
 Protocol (a subset of ours): ``{"type": "join", "room"}`` -> ``{"type": "joined", "room"}``;
-``{"type": "message", "room", "text"}`` -> every member gets ``{"type": "message", "id", "room", "from", "text", "ts"}``.
+``{"type": "message", "room", "text"}`` -> every member gets ``{"type": "message", "id", "room", "from", "text",
+"ts"}``.
 Env: ``BENCH_REDIS_URL``, ``BENCH_PREFIX`` (prefix of the Redis channels, unique per run).
 """
 
@@ -24,6 +25,9 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 PREFIX = os.environ.get("BENCH_PREFIX", "wsload")
 broadcast = Broadcast(REDIS_URL)
+#: broadcaster 0.3.1's ``subscribe`` races: two first subscribers of one channel joining at once both see no
+#: subscriber set, and the second replaces the first's, which then never gets a message. Joins are serialised.
+subscribe_lock = asyncio.Lock()
 
 
 @asynccontextmanager
@@ -48,7 +52,9 @@ async def chat(websocket: WebSocket) -> None:
     rooms: dict[str, asyncio.Task[None]] = {}
 
     async def relay(room: str, subscribed: asyncio.Event) -> None:
-        async with broadcast.subscribe(channel=f"{PREFIX}:{room}") as subscriber:
+        async with contextlib.AsyncExitStack() as stack:
+            async with subscribe_lock:
+                subscriber = await stack.enter_async_context(broadcast.subscribe(channel=f"{PREFIX}:{room}"))
             subscribed.set()
             async for event in subscriber:
                 await websocket.send_text(event.message)
