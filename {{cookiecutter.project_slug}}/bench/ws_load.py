@@ -129,12 +129,15 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def cpu_seconds(pids: list[int]) -> float:
+def cpu_seconds(master: int, workers: list[int]) -> float:
+    """utime+stime of the master and its live workers, plus the master's reaped children (dead workers)."""
     total = 0.0
-    for pid in pids:
+    for pid in [master, *workers]:
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+            if pid == master:
+                total += (int(fields[13]) + int(fields[14])) / CLK_TCK  # cutime, cstime
     return total
 
 
@@ -275,9 +278,9 @@ async def drive(server: Server, result: Result, clients: int, rooms: int, messag
     run_id = uuid.uuid4().hex[:6]
     room_names = [f"r{run_id}-{i}" for i in range(rooms)]
     members = [Client(server.impl, i, room_names[i % rooms], stats) for i in range(clients)]
-    pids = server.pids()
-    rss_before = sum(rss_kib(pid) for pid in server.worker_pids())
-    cpu_before = cpu_seconds(pids)
+    first_workers = server.worker_pids()
+    rss_before = sum(rss_kib(pid) for pid in first_workers)
+    cpu_before = cpu_seconds(server.process.pid, first_workers)
     gate = asyncio.Semaphore(50)
 
     async def connect(client: Client) -> None:
@@ -315,10 +318,13 @@ async def drive(server: Server, result: Result, clients: int, rooms: int, messag
             elif time.monotonic() - last_progress > 10:
                 break
         await asyncio.sleep(0.5)  # late duplicates
-        result.cpu_s = cpu_seconds(server.pids()) - cpu_before
-        result.rss_worker_mib = statistics.mean(rss_kib(pid) for pid in workers) / 1024
+        now_workers = server.worker_pids()
+        result.cpu_s = cpu_seconds(server.process.pid, now_workers) - cpu_before
+        result.rss_worker_mib = statistics.mean(rss_kib(pid) for pid in now_workers) / 1024
         if stats.deliveries < result.expected:
             result.status = "timeout"
+        if set(now_workers) != set(first_workers):
+            result.status += f", {len(set(first_workers) - set(now_workers))} worker(s) restarted"
     finally:
         await asyncio.gather(*(c.close() for c in members), return_exceptions=True)
 
