@@ -44,8 +44,9 @@ if str(PROJECT) not in sys.path:
 REDIS_URL = os.environ.get("FASTAPI_WEBSOCKETS_REDIS_URL", "redis://127.0.0.1:6379/0")
 PEERS_PYTHON = os.environ.get("PEERS_PYTHON", "/work/.venv-peers/bin/python")
 IMPLS = ("ours", "socketio", "broadcaster")
-LABELS = {"ours": "ours (redis)", "socketio": "python-socketio (AsyncRedisManager)",
-          "broadcaster": "broadcaster (redis)"}
+#: ``ours-nohistory``: ours with ``APP_HISTORY_SIZE=0`` (no Redis history write per message), a diagnostic row.
+LABELS = {"ours": "ours (redis)", "ours-nohistory": "ours (redis, history off)",
+          "socketio": "python-socketio (AsyncRedisManager)", "broadcaster": "broadcaster (redis)"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -88,12 +89,13 @@ def start_server(impl: str, workers: int, prefix: str, peers_python: str) -> Ser
     port = free_port()
     log = Path(tempfile.gettempdir()) / f"ws_load-{impl}-{port}.log"
     bind = f"127.0.0.1:{port}"
-    if impl == "ours":
+    if impl.startswith("ours"):
         from tests.live_server import service_env
 
+        extra = {"APP_HISTORY_SIZE": "0"} if impl == "ours-nohistory" else {}
         env = service_env("redis", prefix, WEB_CONCURRENCY=str(workers), BIND=bind, GRACEFUL_TIMEOUT="3",
                           APP_RATE_LIMIT_PER_SECOND="1000", APP_RATE_LIMIT_BURST="1000",
-                          APP_IDLE_TIMEOUT_SECONDS="3600", APP_PRESENCE_INTERVAL_SECONDS="5", ACCESS_LOG="")
+                          APP_IDLE_TIMEOUT_SECONDS="3600", APP_PRESENCE_INTERVAL_SECONDS="5", ACCESS_LOG="", **extra)
         env["FASTAPI_WEBSOCKETS_REDIS_URL"] = REDIS_URL
         cmd = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app.main:app"]
     else:
@@ -104,7 +106,7 @@ def start_server(impl: str, workers: int, prefix: str, peers_python: str) -> Ser
         process = subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     server = Server(impl, process, port, workers, log)
-    health = "/readyz" if impl == "ours" else "/healthz"
+    health = "/readyz" if impl.startswith("ours") else "/healthz"
     deadline = time.monotonic() + 60
     try:
         while time.monotonic() < deadline:
@@ -169,9 +171,11 @@ class Client:
         self.ws: Any = None
         self.received: dict[tuple[int, int], int] = {}
         self.reader: asyncio.Task[None] | None = None
+        self.sent = 0
+        self.dropped = False
 
     async def connect(self, port: int, token: str | None) -> None:
-        if self.impl == "ours":
+        if self.impl.startswith("ours"):
             url = f"ws://127.0.0.1:{port}/ws?token={token}"
         elif self.impl == "socketio":
             url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
@@ -227,11 +231,19 @@ class Client:
                     stats.last_receive = now
 
     async def send(self, seq: int) -> None:
+        """Send message ``seq``; a connection the server closed stops sending (its members count it lost)."""
+        if self.dropped:
+            return
         text = f"{self.cid}:{seq}:{time.monotonic():.6f}"
-        if self.impl == "socketio":
-            await self.ws.send("42" + json.dumps(["chat", {"room": self.room, "text": text}]))
-        else:
-            await self.ws.send(json.dumps({"type": "message", "room": self.room, "text": text}))
+        try:
+            if self.impl == "socketio":
+                await self.ws.send("42" + json.dumps(["chat", {"room": self.room, "text": text}]))
+            else:
+                await self.ws.send(json.dumps({"type": "message", "room": self.room, "text": text}))
+        except websockets.ConnectionClosed:
+            self.dropped = True
+            return
+        self.sent = seq + 1
 
     async def close(self) -> None:
         if self.reader is not None:
@@ -286,7 +298,7 @@ async def drive(server: Server, result: Result, clients: int, rooms: int, messag
     async def connect(client: Client) -> None:
         async with gate:
             token = None
-            if server.impl == "ours":
+            if server.impl.startswith("ours"):
                 token = await loop.run_in_executor(None, login, server.port, f"u{run_id}-{client.cid}")
             await client.connect(server.port, token)
 
@@ -307,8 +319,8 @@ async def drive(server: Server, result: Result, clients: int, rooms: int, messag
                 await client.send(seq)
 
         await asyncio.gather(*(sender(c) for c in members))
-        per_room = [sum(1 for c in members if c.room == room) for room in room_names]
-        result.expected = sum(n * n * messages for n in per_room)
+        per_room = {room: sum(1 for c in members if c.room == room) for room in room_names}
+        result.expected = sum(per_room[c.room] * c.sent for c in members)
         end = time.monotonic() + drain
         last, last_progress = -1, time.monotonic()
         while stats.deliveries < result.expected and time.monotonic() < end:
@@ -323,6 +335,9 @@ async def drive(server: Server, result: Result, clients: int, rooms: int, messag
         result.rss_worker_mib = statistics.mean(rss_kib(pid) for pid in now_workers) / 1024
         if stats.deliveries < result.expected:
             result.status = "timeout"
+        dropped = sum(1 for c in members if c.dropped or (c.reader is not None and c.reader.done()))
+        if dropped:
+            result.status += f", {dropped} connection(s) closed by the server"
         if set(now_workers) != set(first_workers):
             result.status += f", {len(set(first_workers) - set(now_workers))} worker(s) restarted"
     finally:
@@ -330,7 +345,7 @@ async def drive(server: Server, result: Result, clients: int, rooms: int, messag
 
     sent_by_room: dict[str, list[tuple[int, int]]] = {room: [] for room in room_names}
     for c in members:
-        sent_by_room[c.room].extend((c.cid, seq) for seq in range(messages))
+        sent_by_room[c.room].extend((c.cid, seq) for seq in range(c.sent))
     for c in members:
         for key in sent_by_room[c.room]:
             count = c.received.get(key, 0)
