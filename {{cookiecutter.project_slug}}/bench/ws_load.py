@@ -383,7 +383,7 @@ async def run_case(impl: str, clients: int = 1000, workers: int = 2, rooms: int 
 
 
 def ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x" if a and b else "—"
+    return f"{a / b:.2g}x" if a and b else "—"
 
 
 def table(results: list[Result]) -> str:
