@@ -298,8 +298,15 @@ class NATSChannelLayer(BaseChannelLayer):
             await js.add_stream(config)
             return
         except self._js_errors.BadRequestError as exc:
-            if exc.err_code != 10058:  # not "already in use with a different configuration"
+            # 10058: already in use with another configuration; 10065: subjects overlap, which is also what
+            # a concurrent creation of the same stream by another process answers
+            if exc.err_code not in (10058, 10065):
                 raise ConfigurationError(f"NATS refused stream {config.name!r}: {exc.description}") from exc
+            if exc.err_code == 10065:
+                try:
+                    await js.stream_info(config.name)
+                except self._js_errors.NotFoundError:
+                    raise ConfigurationError(f"NATS refused stream {config.name!r}: {exc.description}") from exc
         except (self._errors.TimeoutError, self._errors.NoRespondersError,
                 self._js_errors.ServiceUnavailableError) as exc:
             raise BrokerUnavailable(f"NATS JetStream did not answer creating stream {config.name!r}: {exc!r}") from exc
