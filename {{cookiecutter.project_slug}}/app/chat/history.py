@@ -63,7 +63,9 @@ class RedisHistory:
     def __init__(self, url: str, size: int, prefix: str = "chat-history", ttl: int = 7 * 86400) -> None:
         import redis.asyncio as redis
 
-        self.client = redis.Redis.from_url(url)
+        # a bounded pool that waits for a free connection instead of failing under load
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=16, timeout=10)
+        self.client = redis.Redis(connection_pool=pool)
         self.size, self.prefix, self.ttl = size, prefix, ttl
 
     async def on_sent(self, room: str, message: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import time
@@ -16,6 +17,8 @@ from ..metrics import LAYER_SEND
 from ..settings import Settings
 from .history import History, make_history
 from .presence import Presence
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .consumer import ChatConsumer
@@ -63,8 +66,11 @@ class ChatService:
     async def post_message(self, room: str, sender: str, text: str) -> dict[str, Any]:
         message = {"type": "chat.message", "id": uuid.uuid4().hex, "room": room, "from": sender,
                    "text": text, "ts": time.time()}
-        await self.history.on_sent(room, message)
         await self.group_send(room_group(room), message)
+        try:  # history is best effort: a slow or failing store never costs the live message
+            await self.history.on_sent(room, message)
+        except Exception as exc:
+            logger.warning("history store failed for room %s: %s", room, exc)
         return message
 
     async def notify_user(self, user: str, sender: str, text: str) -> dict[str, Any]:
