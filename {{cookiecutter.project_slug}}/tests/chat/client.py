@@ -57,17 +57,25 @@ class ChatClient:
 
 
 async def clients_on_distinct_workers(
-    ws_url: str, tokens: list[str], attempts: int = 40, **connect: Any
+    ws_url: str, tokens: list[str], rounds: int = 20, **connect: Any
 ) -> list[ChatClient]:
-    """One client per token, each served by a different worker process (reconnecting until so)."""
+    """One client per token, each served by a different worker process.
+
+    An idle worker often wins every accept in a row, so each round opens a burst of connections
+    at once and holds them: simultaneous connections wake several workers.
+    """
     chosen: list[ChatClient] = []
     for token in tokens:
-        for _ in range(attempts):
-            client = await ChatClient.connect(ws_url, token, **connect)
-            if client.worker not in {c.worker for c in chosen}:
-                chosen.append(client)
+        for _ in range(rounds):
+            burst = await asyncio.gather(*(ChatClient.connect(ws_url, token, **connect) for _ in range(4)))
+            taken = {c.worker for c in chosen}
+            fresh = next((c for c in burst if c.worker not in taken), None)
+            for client in burst:
+                if client is not fresh:
+                    await client.close()
+            if fresh is not None:
+                chosen.append(fresh)
                 break
-            await client.close()
         else:
-            raise AssertionError(f"no distinct worker after {attempts} connections")
+            raise AssertionError(f"no distinct worker after {rounds} bursts of 4 connections")
     return chosen
