@@ -314,7 +314,7 @@ class NATSChannelLayer(BaseChannelLayer):
         fields = ("subjects", "retention", "discard", "discard_new_per_subject", "max_msgs_per_subject", "max_age",
                   "storage", "num_replicas", "duplicate_window", "allow_direct", "deny_delete", "allow_rollup_hdrs")
         diff = [f"{f}={getattr(existing, f)!r} (wanted {getattr(config, f)!r})"
-                for f in fields if getattr(existing, f) != getattr(config, f)]
+                for f in fields if getattr(config, f) is not None and getattr(existing, f) != getattr(config, f)]
         raise ConfigurationError(
             f"NATS stream {config.name!r} exists with a different configuration: {'; '.join(diff) or 'other fields'}."
             " Align CONFIG (capacity, inbox_capacity, expiry, group_expiry, replicas) with the running layers,"
