@@ -26,6 +26,7 @@ from .protocol import (
     error_frame,
     parse_client_frame,
 )
+from .recent import RecentKeys
 from .service import ChatService, room_group, user_group
 
 CLOSE_POLICY = 1008
@@ -48,6 +49,7 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
         self.strikes = 0
         self.last_seen = time.monotonic()
         self._idle_task: asyncio.Task[None] | None = None
+        self.delivered_jobs = RecentKeys()  # job messages are delivered at least once: drop repeats
 
     # ------------------------------------------------------------------ connection
 
@@ -222,6 +224,8 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
                                   "typing": message["typing"]})
 
     async def chat_direct(self, message: dict[str, Any]) -> None:
+        if not self.delivered_jobs.first_time(("direct", message["id"], message["to"])):
+            return
         await self.send_json({"type": "direct", "id": message["id"], "from": message["from"], "to": message["to"],
                               "text": message["text"], "ts": message["ts"]})
 
@@ -231,6 +235,9 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
         await self.send(bytes_data=message["data"])
 
     async def chat_announcement(self, message: dict[str, Any]) -> None:
+        job_id = message.get("id")
+        if job_id is not None and not self.delivered_jobs.first_time(("announcement", job_id, message.get("room"))):
+            return
         await self.send_json({"type": "announcement", "id": message.get("id"), "room": message.get("room"),
                               "text": message["text"], "ts": message.get("ts")})
 

@@ -2,8 +2,9 @@
 
 A task checks the markers of what it is about to send, sends what is unmarked, and marks each
 send as soon as the layer accepted it. A retry after a broker blip then resumes where the failed
-attempt stopped. (A send whose outcome is unknown -- the broker took it, then the connection
-dropped before the reply -- is resent: delivery is at least once, and exactly once otherwise.)
+attempt stopped. A send whose outcome is unknown (the broker took it, then the connection dropped
+before the reply) is resent, so the layer delivers at least once; the chat consumer drops a repeat
+of the same job message (app/chat/recent.py), so each client sees it exactly once.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import pytest
 
 from app.channels import BaseChannelLayer, ChannelFull, LayerClosed
 
+from ..brokers import distributed_backends
 from ..conftest import LayerFactory
 
 TIMEOUT = 10
@@ -51,9 +52,8 @@ async def test_process_local_channel(make_layer: LayerFactory) -> None:
     assert await receive(layer, channel) == {"type": "test.message", "n": 1}
 
 
-async def test_send_to_another_process_channel(make_layer: LayerFactory, backend: str) -> None:
-    if backend == "inmemory":
-        pytest.skip("the in-memory layer does not cross layer instances")
+@pytest.mark.parametrize("backend", distributed_backends())  # the in-memory layer does not cross instances
+async def test_send_to_another_process_channel(make_layer: LayerFactory) -> None:
     receiver, sender = make_layer(), make_layer()
     channel = await receiver.new_channel()
     for n in range(5):

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ..brokers import distributed_backends, require_broker
+from app.channels.config import build_layer
+from app.chat.service import room_group, user_group
+
+from ..brokers import distributed_backends, layer_config, require_broker
 from ..live_server import LiveServer, live_server, service_env
 from .client import ChatClient, clients_on_distinct_workers
 
@@ -83,6 +86,33 @@ async def test_history_and_http_api_cross_workers(server: LiveServer) -> None:
     assert status == 401
     for client in (erin, frank):
         await client.close()
+
+
+async def test_a_repeated_job_message_reaches_each_client_once(server: LiveServer, prefix: str) -> None:
+    """Jobs deliver at least once: a retry resends a send whose reply the broker blip lost.
+
+    The consumer drops a repeat of the same job message (by id and recipient or room), so
+    clients see each once, and a different job or room still gets through.
+    """
+    backend = server.env["FASTAPI_WEBSOCKETS_BACKEND"]
+    kate = await ChatClient.connect(server.ws_url, server.login("kate"))
+    await kate.join("deck")
+    layer = build_layer(backend, layer_config(backend, prefix))
+    try:
+        direct = {"type": "chat.direct", "id": "job-1", "from": "ops", "to": "kate", "text": "once", "ts": 1.0}
+        for message in (direct, {**direct, "ts": 2.0}, {**direct, "id": "job-2"}):
+            await layer.group_send(user_group("kate"), message)
+        announcement = {"type": "chat.announcement", "id": "job-3", "room": "deck", "text": "hi", "ts": 1.0}
+        for message in (announcement, {**announcement, "ts": 2.0}, {**announcement, "id": "job-4"}):
+            await layer.group_send(room_group("deck"), message)
+    finally:
+        await layer.close()
+    assert [(await kate.expect("direct"))["id"] for _ in range(2)] == ["job-1", "job-2"]
+    assert [(await kate.expect("announcement"))["id"] for _ in range(2)] == ["job-3", "job-4"]
+    for kind in ("direct", "announcement"):
+        with pytest.raises(TimeoutError):
+            await kate.expect(kind, timeout=1)
+    await kate.close()
 
 
 async def test_two_hosts_share_rooms(request: pytest.FixtureRequest, prefix: str, tmp_path: Path) -> None:

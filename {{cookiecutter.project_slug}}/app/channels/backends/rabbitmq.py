@@ -63,6 +63,7 @@ from . import import_client
 
 if TYPE_CHECKING:
     import aiormq
+    from aio_pika import RobustChannel
     from aio_pika.abc import (
         AbstractIncomingMessage,
         AbstractQueue,
@@ -251,10 +252,13 @@ class RabbitMQChannelLayer(BaseChannelLayer):
                 async with self._guard("connect"):
                     await connection.connect(timeout=self.timeout)
                 async with self._guard("open channels"):
-                    self._pub = await connection.channel(publisher_confirms=True, on_return_raises=True)
-                    self._sub = await connection.channel(publisher_confirms=False)
+                    self._pub = connection.channel(publisher_confirms=True, on_return_raises=True)
+                    await self._pub.initialize()
+                    self._sub = connection.channel(publisher_confirms=False)
+                    await self._sub.initialize()
                     await self._sub.set_qos(prefetch_count=INBOX_PREFETCH)
-                    self._named = await connection.channel(publisher_confirms=False)
+                    self._named = connection.channel(publisher_confirms=False)
+                    await self._named.initialize()
                     await self._named.set_qos(prefetch_count=NAMED_PREFETCH)
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -275,7 +279,7 @@ class RabbitMQChannelLayer(BaseChannelLayer):
             # event for "closed, then reopened", so poll briefly (bounded by the guard)
             while channel.is_closed:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
-            await channel.ready()
+            await cast("RobustChannel", channel).ready()  # the ABC lacks ready() since aio-pika 9.6
 
     async def _ensure_exchange(self) -> None:
         if self._exchange_ready:
