@@ -537,6 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--short", action="store_true", help="small counts (what the test suite runs)")
     parser.add_argument("--repeat", type=int, default=1, help="run each case N times, keep the best clean run")
     parser.add_argument("--deadline", type=float, help="seconds per p2p/payload case")
+    parser.add_argument("--p2p-count", type=int, help="messages per p2p case (default 2,000)")
     parser.add_argument("--fanout-deadline", type=float, help="seconds per fan-out case")
     parser.add_argument("--fanout-messages", type=int, help="group_sends per fan-out case")
     parser.add_argument("--peers-venv", type=Path, default=PEERS_VENV)
@@ -553,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = Sizes(**asdict(SHORT)) if args.short else Sizes()
     if args.full:
         sizes.fanout = FULL_FANOUT
-    for name in ("deadline", "fanout_deadline", "fanout_messages"):
+    for name in ("deadline", "fanout_deadline", "fanout_messages", "p2p_count"):
         if getattr(args, name) is not None:
             setattr(sizes, name, getattr(args, name))
     impls = args.impls.split(",") if args.impls else available_impls(args.peers_venv)

@@ -341,6 +341,28 @@ async def test_group_send_and_send_are_one_round_trip(tmp_path: Path) -> None:
         private.stop()
 
 
+async def test_concurrent_sends_share_pipelines_and_fail_alone(make_layer: Factory) -> None:
+    """Sends made while a pipeline is in flight go together in the next; a full channel fails only its sends."""
+    sender, receiver = make_layer(capacity=20), make_layer()
+    channel = await receiver.new_channel()
+    batches: list[int] = []
+    run = sender._pipeline._run  # type: ignore[attr-defined]
+
+    async def counting(calls: list[Any]) -> list[Any]:
+        batches.append(len(calls))
+        return await run(calls)
+
+    sender._pipeline._run = counting  # type: ignore[attr-defined]
+    results = await asyncio.gather(*(sender.send(channel, {"type": "m", "n": n}) for n in range(90)),
+                                   *(sender.send("test.pipefull", {"type": "m", "n": n}) for n in range(30)),
+                                   return_exceptions=True)
+    assert results[:110] == [None] * 110
+    assert all(isinstance(result, ChannelFull) for result in results[110:])
+    assert sum(batches) == 120 and len(batches) < 10, batches
+    assert [(await receive(receiver, channel))["n"] for _ in range(90)] == list(range(90))
+    assert [(await receive(receiver, "test.pipefull"))["n"] for _ in range(20)] == list(range(20))
+
+
 async def test_connections_are_bounded(make_layer: Factory) -> None:
     layer, sender = make_layer(max_connections=4), make_layer()
     local = [await layer.new_channel() for _ in range(300)]

@@ -57,16 +57,18 @@ class ChatClient:
 
 
 async def clients_on_distinct_workers(
-    ws_url: str, tokens: list[str], rounds: int = 20, **connect: Any
+    ws_url: str, tokens: list[str], within: float = 30, **connect: Any
 ) -> list[ChatClient]:
     """One client per token, each served by a different worker process.
 
-    An idle worker often wins every accept in a row, so each round opens a burst of connections
-    at once and holds them: simultaneous connections wake several workers.
+    An idle worker often wins every accept in a row, and on a loaded machine a worker may still
+    be booting, so each round opens a burst of connections at once (simultaneous connections wake
+    several workers) and rounds go on, a moment apart, for up to ``within`` seconds.
     """
     chosen: list[ChatClient] = []
+    deadline = asyncio.get_running_loop().time() + within
     for token in tokens:
-        for _ in range(rounds):
+        while True:
             burst = await asyncio.gather(*(ChatClient.connect(ws_url, token, **connect) for _ in range(4)))
             taken = {c.worker for c in chosen}
             fresh = next((c for c in burst if c.worker not in taken), None)
@@ -76,6 +78,7 @@ async def clients_on_distinct_workers(
             if fresh is not None:
                 chosen.append(fresh)
                 break
-        else:
-            raise AssertionError(f"no distinct worker after {rounds} bursts of 4 connections")
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"no connection reached a worker other than {sorted(taken)} within {within}s")
+            await asyncio.sleep(0.2)
     return chosen

@@ -9,7 +9,10 @@ Keys (every key hash-tagged, so each one lives in exactly one Cluster slot)::
 
 Every list entry starts with its 13-digit expiry in epoch milliseconds, so the Lua push can drop
 expired heads before it reports ``ChannelFull``; every push also sets ``PEXPIRE`` so abandoned
-lists vanish. ``send`` is one ``EVALSHA`` (capacity check, ``RPUSH``, ``PEXPIRE``).
+lists vanish. ``send`` is one ``EVALSHA`` (capacity check, ``RPUSH``, ``PEXPIRE``). Concurrent
+``send`` and ``group_send`` calls of one layer are auto-pipelined: the scripts called while a
+pipeline is in flight go together in the next one, so 50 concurrent sends cost Redis and the
+client one batch rather than 50 round trips, and each caller still waits for its own reply.
 
 ``group_send`` on one server (``url``, Sentinel, or a single ``hosts`` entry) is one ``EVALSHA``:
 the script prunes expired leases, then pushes the group entry once to every member process's
@@ -119,6 +122,7 @@ return sent
 _T = TypeVar("_T")
 _STAMP = 13  # digits of the expiry stamp in front of every list entry
 _INBOX_BATCH = 512
+_PIPELINE_BATCH = 512
 _RING_SIZE = 4096
 
 
@@ -176,6 +180,70 @@ def _tag(key: str) -> str:
     return key[key.index("{") + 1 : key.index("}")]
 
 
+_Call = tuple["_Script", list[str], list[Any]]  # script, keys (one slot), args
+
+
+class _AutoPipeline:
+    """Concurrent script calls share pipelines: the calls made while one pipeline is in flight go
+    together in the next. A caller still waits one round trip; Redis and the client pay per batch.
+    """
+
+    def __init__(self, run: Callable[[list[_Call]], Awaitable[list[Any]]]) -> None:
+        self._run = run
+        self._queue: list[tuple[_Call, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def call(self, call: _Call) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((call, future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush(), name="Redis auto-pipeline")
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:_PIPELINE_BATCH], self._queue[_PIPELINE_BATCH:]
+                try:
+                    results = await self._run([call for call, _ in batch])
+                except BaseException as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(_copy(exc))
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._flusher = None
+
+    def fail_pending(self, exc: BaseException) -> None:
+        """At close: nobody waits forever for a pipeline that will not run."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+        queue, self._queue = self._queue, []
+        for _, future in queue:
+            if not future.done():
+                future.set_exception(_copy(exc))
+
+
+def _copy(exc: BaseException) -> BaseException:
+    """One exception per waiter: raising one instance in many tasks chains their tracebacks."""
+    if isinstance(exc, asyncio.CancelledError):
+        return BrokerUnavailable("the Redis pipeline was cancelled (layer closing)")
+    if isinstance(exc, BrokerUnavailable | ChannelFull | ConfigurationError):
+        copy = type(exc)(*exc.args)
+        copy.__cause__ = exc.__cause__
+        return copy
+    return exc
+
+
 class RedisChannelLayer(BaseChannelLayer):
     """Channels on Redis: standalone (``url``), sharded (``hosts``), Sentinel or Cluster."""
 
@@ -209,6 +277,7 @@ class RedisChannelLayer(BaseChannelLayer):
         self._inbox_key = f"{self._kp}i:{self.process_id}}}"
         self._ttl_ms = int(self.expiry * 1000) + 1000
         self._limit = asyncio.Semaphore(max_connections)
+        self._pipeline = _AutoPipeline(self._pipelined)
         # Blocked named-channel pops may hold at most half the pool: sends always find a connection.
         self._receive_slots = asyncio.Semaphore(max(1, max_connections // 2))
         from redis.asyncio.retry import Retry
@@ -335,31 +404,38 @@ class RedisChannelLayer(BaseChannelLayer):
         except NoScriptError:
             return await client.eval(script.body, len(keys), *keys, *args)
 
-    async def _eval_many(self, calls: list[tuple[_Script, str, list[Any]]]) -> list[Any]:
-        """Single-key scripts, one pipeline per server, all servers at once."""
+    async def _eval_many(self, calls: list[_Call], *, raise_errors: bool = True) -> list[Any]:
+        """Scripts, one pipeline per server, all servers at once; each call's keys share a slot.
+
+        With ``raise_errors=False`` a call's error is its result, so one bad call fails only itself.
+        """
         from redis.exceptions import NoScriptError
 
         by_client: dict[int, tuple[Any, list[int]]] = {}
-        for index, (_, key, _) in enumerate(calls):
-            client = self._for(key)
+        for index, (_, keys, _) in enumerate(calls):
+            client = self._for(keys[0])
             by_client.setdefault(id(client), (client, []))[1].append(index)
         results: list[Any] = [None] * len(calls)
 
         async def run(client: Any, indexes: list[int]) -> None:
             pipe = client.pipeline(transaction=False)
             for i in indexes:
-                script, key, args = calls[i]
-                pipe.execute_command("EVALSHA", script.sha, 1, key, *args)
+                script, keys, args = calls[i]
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             for i, result in zip(indexes, await pipe.execute(raise_on_error=False), strict=True):
                 if isinstance(result, NoScriptError):
-                    script, key, args = calls[i]
-                    result = await client.eval(script.body, 1, key, *args)
-                elif isinstance(result, Exception):
+                    script, keys, args = calls[i]
+                    result = await client.eval(script.body, len(keys), *keys, *args)
+                elif isinstance(result, Exception) and raise_errors:
                     raise result
                 results[i] = result
 
         await asyncio.gather(*(run(client, indexes) for client, indexes in by_client.values()))
         return results
+
+    async def _pipelined(self, calls: list[_Call]) -> list[Any]:
+        async with self._op():
+            return await self._eval_many(calls, raise_errors=False)
 
     # ------------------------------------------------------------------ keys and entries
 
@@ -386,9 +462,7 @@ class RedisChannelLayer(BaseChannelLayer):
     async def _send(self, channel: str, data: bytes) -> None:
         key, payload, capacity = self._target(channel, data)
         now = int(time.time() * 1000)
-        async with self._op():
-            args = [self._stamp(), payload, capacity, self._ttl_ms, now]
-            pushed = await self._eval(self._for(key), SEND, [key], args)
+        pushed = await self._pipeline.call((SEND, [key], [self._stamp(), payload, capacity, self._ttl_ms, now]))
         if not pushed:
             raise ChannelFull(f"channel {channel!r} is full ({capacity} messages)")
 
@@ -480,18 +554,17 @@ class RedisChannelLayer(BaseChannelLayer):
         if not self._sharded:
             args = [self._stamp(), now, entry, data, msgpack.packb(data, use_bin_type=True),
                     self.capacity, self.inbox_capacity, self._ttl_ms, self._kp, self.process_id]
-            async with self._op():
-                await self._eval(self._clients[0], GROUP_SEND, keys, args)
+            await self._pipeline.call((GROUP_SEND, keys, args))
             return
         async with self._op():
             processes, channels = await self._eval(self._for(keys[0]), MEMBERS, keys, [now])
         stamp = self._stamp()
-        calls: list[tuple[_Script, str, list[Any]]] = []
+        calls: list[_Call] = []
         for process in sorted({p.decode() for p in processes} - {self.process_id}):
-            calls.append((SEND, self._inbox_of(process), [stamp, entry, self.inbox_capacity, self._ttl_ms, now]))
+            calls.append((SEND, [self._inbox_of(process)], [stamp, entry, self.inbox_capacity, self._ttl_ms, now]))
         for raw in channels:
             key, payload, capacity = self._target(raw.decode(), data)
-            calls.append((SEND, key, [stamp, payload, capacity, self._ttl_ms, now]))
+            calls.append((SEND, [key], [stamp, payload, capacity, self._ttl_ms, now]))
         if calls:
             async with self._op():
                 await self._eval_many(calls)
@@ -508,6 +581,7 @@ class RedisChannelLayer(BaseChannelLayer):
                     await pipe.execute()
 
     async def _close(self) -> None:
+        self._pipeline.fail_pending(BrokerUnavailable("the channel layer closed before the command was sent"))
         clients = [self._cluster, self._inbox_client, *self._clients]
         if self._sentinel is not None:
             clients += self._sentinel.sentinels
