@@ -139,6 +139,8 @@ class BaseChannelLayer(ABC):
         validate_group(group)
         data = self.serializer.dumps(validate_message(message), self.expiry)
         await self._group_send(group, data)
+        if group in self._local_groups:  # this process's members: served here, like a local send
+            self._deliver_group_locally(group, self.serializer.loads(data)[1])
 
     async def flush(self) -> None:
         """Delete every message and group of this layer's prefix (tests use it)."""
@@ -349,8 +351,11 @@ class BaseChannelLayer(ABC):
 
     @abstractmethod
     async def _group_send(self, group: str, data: bytes) -> None:
-        """Deliver ``_group_entry(group, data)`` once to every member process's inbox,
-        and ``data`` to every channel added with ``_group_add_channel``."""
+        """Deliver ``_group_entry(group, data)`` once to every *other* member process's inbox,
+        and ``data`` to every channel added with ``_group_add_channel``.
+
+        This process's own members are not the backend's business: ``group_send`` hands them the
+        message after this returns (so a failed send reaches no one here either)."""
 
     @abstractmethod
     async def _flush(self) -> None: ...

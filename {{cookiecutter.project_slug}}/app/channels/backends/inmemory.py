@@ -75,8 +75,6 @@ class InMemoryChannelLayer(BaseChannelLayer):
                 del self._groups[group]
 
     async def _group_send(self, group: str, data: bytes) -> None:
-        if group in self._local_groups:
-            self._deliver_group_locally(group, self.serializer.loads(data)[1])
         now = time.time()
         for channel, expires_at in list(self._groups.get(group, {}).items()):
             if expires_at >= now:

@@ -695,14 +695,12 @@ class NATSChannelLayer(BaseChannelLayer):
         await self._kv(self._chans, group, channel, delete=True)
 
     async def _group_send(self, group: str, data: bytes) -> None:
-        """One publish per member process (its inbox) and per channel member; local members directly."""
+        """One publish per other member process (its inbox) and per channel member."""
         await self._views_ready()
         targets: list[tuple[str, bytes]] = []
         entry = self._group_entry(group, data)
         for process in self._procs.alive(group):
-            if process == self.process_id:
-                self._deliver_entry(entry)
-            else:
+            if process != self.process_id:  # the base serves this process's members
                 targets.append((self._inbox_subject(process), entry))
         for channel in self._chans.alive(group):
             if not is_process_local(channel):

@@ -11,7 +11,8 @@ Three tables in ``schema``, every row namespaced by ``prefix``:
 
 A ``group_send`` is one statement: it selects the live members, inserts one row per member process
 and per named channel (capacity and expiry checked in the same statement), and calls ``pg_notify``
-once per receiving process or channel. Notifications carry no payload, so message size is not bound
+once per receiving process or channel. Concurrent ``send`` calls of one layer share one statement
+(an ``INSERT ... SELECT FROM unnest(...)``, see ``batching.py``). Notifications carry no payload, so message size is not bound
 by NOTIFY's 8000 bytes, and a missed notification only delays delivery until the next poll.
 
 Connections stay bounded per process: one LISTEN connection (opened on first receive) plus a pool of
@@ -36,6 +37,7 @@ from typing import Any
 from pydantic_settings import BaseSettings
 
 from ..base import BaseChannelLayer
+from ..batching import AutoBatch
 from ..exceptions import BrokerUnavailable, ChannelFull, ConfigurationError
 from ..names import is_process_local, process_of
 from . import import_client
@@ -52,11 +54,13 @@ MAX_RECONNECT_DELAY = 2.0
 CONNECT_TIMEOUT = 5.0
 COMMAND_TIMEOUT = 30.0
 INBOX_BATCH = 64
+SEND_BATCH = 256  # concurrent sends that share one statement at most
 PRUNE_BATCH = 500
 PRUNE_MAX_BATCHES = 20
 SCHEMA_LOCK_CLASS = 0x66777331  # first key of pg_advisory_xact_lock(class, hashtext(schema))
 
 # membership.kind
+_SendCall = tuple[bool, str, str, bytes]  # to an inbox?, its process or the named channel, channel, data
 _PROCESS = 0  # member is a process id: its inbox gets one group entry
 _NAMED = 1  # member is a named channel: a row in ``message``
 _REMOTE = 2  # member is a ``!`` channel: its process's inbox gets a channel entry
@@ -110,25 +114,41 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 # read in the last WAL-writer interval (~0.2 s) may be lost or delivered again. Like Redis' AOF
 # ``everysec``; a channel layer's messages are ephemeral anyway.
 _ASYNC_COMMIT = "async_commit AS (SELECT set_config('synchronous_commit', 'off', true))"
-_INSERT_MESSAGE = """
-    WITH {async_commit}, ins AS (
-        INSERT INTO {s}.message (prefix, channel, data, expires_at)
-        SELECT $1, $2, $3, now() + make_interval(secs => $4)
-        WHERE (SELECT count(*) FROM (SELECT 1 FROM {s}.message
-               WHERE prefix = $1 AND channel = $2 AND expires_at > now() LIMIT $5) AS held) < $5
-        RETURNING 1
-    )
-    SELECT count(*) FROM (SELECT pg_notify($6, '') FROM ins) AS notified, async_commit
-"""
-_INSERT_INBOX = """
-    WITH {async_commit}, ins AS (
+# Concurrent sends of one layer go in one statement (batching.py). $1 prefix; per message:
+# $2 to an inbox?, $3 its process or named channel, $4 the process-local channel (inbox rows),
+# $5 data; $6 expiry seconds, $7 capacity, $8 inbox capacity, $9 notify key (see _notify_name).
+# A message is admitted when its rank among this batch's messages to the same target, plus what
+# the target already holds, stays within capacity; returns the ordinals (1-based) admitted.
+_SEND_BATCH = """
+    WITH {async_commit}, batch AS (
+        SELECT b.*, row_number() OVER (PARTITION BY b.inbox, b.target ORDER BY b.ord) AS rank
+        FROM unnest($2::bool[], $3::text[], $4::text[], $5::bytea[])
+             WITH ORDINALITY AS b(inbox, target, name, data, ord)
+    ), admitted AS (
+        SELECT b.* FROM batch AS b
+        WHERE b.rank + CASE WHEN b.inbox
+            THEN (SELECT count(*) FROM (SELECT 1 FROM {s}.inbox AS i WHERE i.prefix = $1
+                  AND i.process = b.target AND i.expires_at > now() LIMIT $8) AS held)
+            ELSE (SELECT count(*) FROM (SELECT 1 FROM {s}.message AS m WHERE m.prefix = $1
+                  AND m.channel = b.target AND m.expires_at > now() LIMIT $7) AS held)
+            END <= CASE WHEN b.inbox THEN $8 ELSE $7 END
+    ), to_inbox AS (
         INSERT INTO {s}.inbox (prefix, process, to_group, name, data, expires_at)
-        SELECT $1, $2, false, $3, $4, now() + make_interval(secs => $5)
-        WHERE (SELECT count(*) FROM (SELECT 1 FROM {s}.inbox
-               WHERE prefix = $1 AND process = $2 AND expires_at > now() LIMIT $6) AS held) < $6
-        RETURNING 1
+        SELECT $1, target, false, name, data, now() + make_interval(secs => $6)
+        FROM admitted WHERE inbox ORDER BY ord
+        RETURNING process
+    ), to_channel AS (
+        INSERT INTO {s}.message (prefix, channel, data, expires_at)
+        SELECT $1, target, data, now() + make_interval(secs => $6)
+        FROM admitted WHERE NOT inbox ORDER BY ord
+        RETURNING channel
+    ), notified AS (
+        SELECT pg_notify('fws_' || md5($9 || t.target), '') FROM (
+            SELECT 'p/' || process AS target FROM to_inbox
+            UNION SELECT 'c/' || channel FROM to_channel
+        ) AS t
     )
-    SELECT count(*) FROM (SELECT pg_notify($7, '') FROM ins) AS notified, async_commit
+    SELECT array(SELECT ord FROM admitted) FROM (SELECT count(*) FROM notified) AS n, async_commit
 """
 # $1 prefix, $2 group, $3 this process (its members get the message locally), $4 data,
 # $5 expiry seconds, $6 capacity, $7 inbox capacity, $8 notify key (see _notify_name).
@@ -309,6 +329,7 @@ class PostgreSQLChannelLayer(BaseChannelLayer):
         self._last_used: dict[str, float] = {}  # named notify channel -> monotonic time of last receive
         self._listen_task: asyncio.Task[None] | None = None
         self._prune_task: asyncio.Task[None] | None = None
+        self._sends: AutoBatch[_SendCall] = AutoBatch(self._send_batch, SEND_BATCH, "PostgreSQL sends")
 
     @property
     def lease(self) -> float:
@@ -509,19 +530,18 @@ class PostgreSQLChannelLayer(BaseChannelLayer):
 
     async def _send(self, channel: str, data: bytes) -> None:
         if is_process_local(channel):
-            process = process_of(channel)
-            sent = await self._fetchval(
-                _INSERT_INBOX, self.prefix, process, channel, data, self.expiry, self.inbox_capacity,
-                self._notify_name("p", process),
-            )
-            if not sent:
+            if not await self._sends.call((True, process_of(channel), channel, data)):
                 raise ChannelFull(f"the inbox of channel {channel!r} is full ({self.inbox_capacity} messages)")
-            return
-        sent = await self._fetchval(
-            _INSERT_MESSAGE, self.prefix, channel, data, self.expiry, self.capacity, self._notify_name("c", channel)
-        )
-        if not sent:
+        elif not await self._sends.call((False, channel, "", data)):
             raise ChannelFull(f"channel {channel!r} is full ({self.capacity} messages)")
+
+    async def _send_batch(self, calls: list[_SendCall]) -> list[bool]:
+        inbox, target, name, data = (list(column) for column in zip(*calls, strict=True))
+        admitted = set(await self._fetchval(
+            _SEND_BATCH, self.prefix, inbox, target, name, data, self.expiry, self.capacity, self.inbox_capacity,
+            self._notify_key,
+        ))
+        return [ordinal in admitted for ordinal in range(1, len(calls) + 1)]
 
     async def _receive(self, channel: str) -> bytes | None:
         name = self._notify_name("c", channel)
@@ -591,8 +611,6 @@ class PostgreSQLChannelLayer(BaseChannelLayer):
             _GROUP_SEND, self.prefix, group, self.process_id, data, self.expiry, self.capacity,
             self.inbox_capacity, self._notify_key,
         )
-        if group in self._local_groups:  # this process's members: no round trip through the inbox
-            self._deliver_group_locally(group, self.serializer.loads(data)[1])
 
     async def prune(self) -> int:
         """Delete expired messages and stale memberships in small batches; returns how many rows went."""
@@ -619,6 +637,7 @@ class PostgreSQLChannelLayer(BaseChannelLayer):
         await self._fetchval(_FLUSH, self.prefix)
 
     async def _close(self) -> None:
+        self._sends.fail_pending(BrokerUnavailable("the channel layer closed before the message was sent"))
         tasks = [task for task in (self._listen_task, self._prune_task) if task is not None]
         for task in tasks:
             task.cancel()

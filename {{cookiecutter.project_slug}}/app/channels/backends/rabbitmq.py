@@ -602,10 +602,8 @@ class RabbitMQChannelLayer(BaseChannelLayer):
         )
         if result == "nack":
             self.dropped += 1  # a member's queue was full: it misses this message (Channels semantics)
-        if group in self._local_groups:
-            # this process's own members get it now, like a local send; the copy the exchange
-            # routes back to our inbox (same single publish) is skipped by ``_inbox_entry``
-            self._deliver_group_locally(group, self.serializer.loads(data)[1])
+        # the copy the exchange routes back to our own inbox is skipped by ``_inbox_entry``: the
+        # base serves this process's members
 
     async def _flush(self) -> None:
         """Delete what this layer declared; a failed step does not stop the others (raised at the end)."""

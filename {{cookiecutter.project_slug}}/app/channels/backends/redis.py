@@ -59,6 +59,7 @@ import msgpack
 from pydantic_settings import BaseSettings
 
 from ..base import BaseChannelLayer
+from ..batching import AutoBatch
 from ..exceptions import BrokerUnavailable, ChannelFull, ConfigurationError
 from ..names import is_process_local, process_of
 from . import import_client
@@ -183,67 +184,6 @@ def _tag(key: str) -> str:
 _Call = tuple["_Script", list[str], list[Any]]  # script, keys (one slot), args
 
 
-class _AutoPipeline:
-    """Concurrent script calls share pipelines: the calls made while one pipeline is in flight go
-    together in the next. A caller still waits one round trip; Redis and the client pay per batch.
-    """
-
-    def __init__(self, run: Callable[[list[_Call]], Awaitable[list[Any]]]) -> None:
-        self._run = run
-        self._queue: list[tuple[_Call, asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-
-    async def call(self, call: _Call) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((call, future))
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush(), name="Redis auto-pipeline")
-        return await future
-
-    async def _flush(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = self._queue[:_PIPELINE_BATCH], self._queue[_PIPELINE_BATCH:]
-                try:
-                    results = await self._run([call for call, _ in batch])
-                except BaseException as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(_copy(exc))
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
-                    continue
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
-        finally:
-            self._flusher = None
-
-    def fail_pending(self, exc: BaseException) -> None:
-        """At close: nobody waits forever for a pipeline that will not run."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-        queue, self._queue = self._queue, []
-        for _, future in queue:
-            if not future.done():
-                future.set_exception(_copy(exc))
-
-
-def _copy(exc: BaseException) -> BaseException:
-    """One exception per waiter: raising one instance in many tasks chains their tracebacks."""
-    if isinstance(exc, asyncio.CancelledError):
-        return BrokerUnavailable("the Redis pipeline was cancelled (layer closing)")
-    if isinstance(exc, BrokerUnavailable | ChannelFull | ConfigurationError):
-        copy = type(exc)(*exc.args)
-        copy.__cause__ = exc.__cause__
-        return copy
-    return exc
-
-
 class RedisChannelLayer(BaseChannelLayer):
     """Channels on Redis: standalone (``url``), sharded (``hosts``), Sentinel or Cluster."""
 
@@ -277,7 +217,7 @@ class RedisChannelLayer(BaseChannelLayer):
         self._inbox_key = f"{self._kp}i:{self.process_id}}}"
         self._ttl_ms = int(self.expiry * 1000) + 1000
         self._limit = asyncio.Semaphore(max_connections)
-        self._pipeline = _AutoPipeline(self._pipelined)
+        self._pipeline: AutoBatch[_Call] = AutoBatch(self._pipelined, _PIPELINE_BATCH, "Redis auto-pipeline")
         # Blocked named-channel pops may hold at most half the pool: sends always find a connection.
         self._receive_slots = asyncio.Semaphore(max(1, max_connections // 2))
         from redis.asyncio.retry import Retry
@@ -549,8 +489,6 @@ class RedisChannelLayer(BaseChannelLayer):
         keys = self._group_keys(group)
         now = int(time.time() * 1000)
         entry = self._group_entry(group, data)
-        if group in self._local_groups:  # this process's members: now, like a local send
-            self._deliver_group_locally(group, self.serializer.loads(data)[1])
         if not self._sharded:
             args = [self._stamp(), now, entry, data, msgpack.packb(data, use_bin_type=True),
                     self.capacity, self.inbox_capacity, self._ttl_ms, self._kp, self.process_id]
