@@ -1,0 +1,65 @@
+"""AutoBatch on its own: batching, per-call failures, whole-batch failures, close."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from app.channels.batching import AutoBatch
+from app.channels.exceptions import BrokerUnavailable, ChannelFull
+
+
+class Recorder:
+    def __init__(self, delay: float = 0.01) -> None:
+        self.batches: list[list[int]] = []
+        self.delay = delay
+
+    async def run(self, calls: list[int]) -> list[Any]:
+        self.batches.append(calls)
+        await asyncio.sleep(self.delay)
+        return [ChannelFull(f"{n} is full") if n < 0 else n * 10 for n in calls]
+
+
+async def test_calls_made_during_a_batch_go_together_in_the_next() -> None:
+    recorder = Recorder()
+    batch = AutoBatch(recorder.run, max_batch=4)
+    first = asyncio.create_task(batch.call(0))
+    await asyncio.sleep(0)  # the first batch is in flight with one call
+    rest = await asyncio.gather(*(batch.call(n) for n in range(1, 10)))
+    assert [await first, *rest] == [n * 10 for n in range(10)]
+    assert recorder.batches == [[0], [1, 2, 3, 4], [5, 6, 7, 8], [9]]
+
+
+async def test_an_error_result_fails_only_its_call() -> None:
+    batch = AutoBatch(Recorder().run)
+    results = await asyncio.gather(batch.call(1), batch.call(-2), batch.call(3), return_exceptions=True)
+    assert results[0] == 10 and results[2] == 30
+    assert isinstance(results[1], ChannelFull) and "-2 is full" in str(results[1])
+
+
+async def test_a_failing_batch_fails_each_waiter_with_its_own_exception() -> None:
+    up = False
+
+    async def flaky(calls: list[int]) -> list[Any]:
+        if not up:
+            raise BrokerUnavailable("broker at x is unavailable")
+        return [n * 10 for n in calls]
+
+    batch = AutoBatch(flaky)
+    results = await asyncio.gather(*(batch.call(n) for n in range(3)), return_exceptions=True)
+    assert all(isinstance(r, BrokerUnavailable) and "unavailable" in str(r) for r in results)
+    assert len({id(r) for r in results}) == 3
+    up = True
+    assert await batch.call(2) == 20  # the broker is back: the next call runs
+
+
+async def test_fail_pending_releases_every_waiter() -> None:
+    batch = AutoBatch(Recorder(delay=10).run)
+    waiters = [asyncio.create_task(batch.call(n)) for n in range(3)]
+    await asyncio.sleep(0.01)
+    batch.fail_pending(BrokerUnavailable("closed"))
+    for waiter in waiters:
+        with pytest.raises(BrokerUnavailable):
+            await asyncio.wait_for(waiter, 1)
