@@ -261,4 +261,8 @@ class AsyncJsonWebSocketConsumer(AsyncWebSocketConsumer):
         await self.close(CLOSE_INVALID_DATA, "invalid JSON")
 
     async def send_json(self, content: Any) -> None:
-        await self.send(text_data=json.dumps(content, separators=(",", ":")))
+        await self.send(text_data=self.encode_json(content))
+
+    @classmethod
+    def encode_json(cls, content: Any) -> str:
+        return json.dumps(content, separators=(",", ":"))

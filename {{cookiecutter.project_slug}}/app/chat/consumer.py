@@ -140,11 +140,11 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
             ERRORS.labels(code="invalid_frame").inc()
             await self.send_json(error_frame("invalid_frame", str(exc)))
             return
-        FRAMES_IN.labels(kind=frame.type).inc()
+        FRAMES_IN.inc(frame.type)
         await getattr(self, f"on_{frame.type}")(frame)
 
     async def receive_bytes(self, bytes_data: bytes) -> None:
-        FRAMES_IN.labels(kind="binary").inc()
+        FRAMES_IN.inc("binary")
         if self.pending_share is None:
             await self.send_json(error_frame("unexpected_binary", 'send a {"type": "share"} frame before binary data'))
             return
@@ -216,7 +216,10 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
 
     async def chat_message(self, message: dict[str, Any]) -> None:
         self.service.history.on_delivered(message["room"], message)
-        await self.send_json(_message_frame(message))
+        # every member of the room in this process gets the same text: encode it once
+        text = self.service.encoded(message["id"], lambda: self.encode_json(_message_frame(message)))
+        FRAMES_OUT.inc("message")
+        await self.send(text_data=text)
 
     async def chat_typing(self, message: dict[str, Any]) -> None:
         if message["from"] != self.user:
@@ -246,7 +249,7 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
                               "members": sorted(self.service.presence.members(room))})
 
     async def send_json(self, content: Any) -> None:
-        FRAMES_OUT.labels(kind=str(content.get("type", "?")) if isinstance(content, dict) else "?").inc()
+        FRAMES_OUT.inc(str(content.get("type", "?")) if isinstance(content, dict) else "?")
         await super().send_json(content)
 
 

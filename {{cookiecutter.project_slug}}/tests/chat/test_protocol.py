@@ -145,18 +145,27 @@ async def test_flood_is_closed_with_1008_and_others_keep_being_served(server: Li
     await other.close()
 
 
+def sample(text: str, name: str) -> float:
+    """The value of one sample line of a Prometheus exposition (0 when absent)."""
+    return next((float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")), 0.0)
+
+
 async def test_metrics_and_health(server: LiveServer) -> None:
     assert server.get("/healthz") == (200, {"status": "ok"})
     status, ready = server.get("/readyz")
     assert status == 200 and ready["status"] == "ok"
+    before = server.text("/metrics")
     client = await ChatClient.connect(server.ws_url, server.login("max"))
     await client.connection.send("{}")
     await client.expect("error")
-    await client.send(type="ping")
-    await client.expect("pong")
-    text = server.text("/metrics")
+    for _ in range(3):
+        await client.send(type="ping")
+        await client.expect("pong")
+    text = server.text("/metrics")  # frame counts are tallied in memory and flushed when served
     await client.close()
-    assert "chat_frames_in_total" in text and "chat_errors_total" in text and "chat_layer_send_seconds" in text
+    for name, sent in (('chat_frames_in_total{kind="ping"}', 3), ('chat_frames_out_total{kind="pong"}', 3)):
+        assert sample(text, name) - sample(before, name) == sent, name
+    assert "chat_errors_total" in text and "chat_layer_send_seconds" in text
 
 
 def test_production_refuses_the_default_secret() -> None:

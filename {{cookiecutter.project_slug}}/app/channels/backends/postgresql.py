@@ -12,8 +12,9 @@ Three tables in ``schema``, every row namespaced by ``prefix``:
 A ``group_send`` is one statement: it selects the live members, inserts one row per member process
 and per named channel (capacity and expiry checked in the same statement), and calls ``pg_notify``
 once per receiving process or channel. Concurrent ``send`` calls of one layer share one statement
-(an ``INSERT ... SELECT FROM unnest(...)``, see ``batching.py``). Notifications carry no payload, so message size is not bound
-by NOTIFY's 8000 bytes, and a missed notification only delays delivery until the next poll.
+(an ``INSERT ... SELECT FROM unnest(...)``, see ``batching.py``). Notifications carry no payload,
+so message size is not bound by NOTIFY's 8000 bytes, and a missed notification only delays
+delivery until the next poll.
 
 Connections stay bounded per process: one LISTEN connection (opened on first receive) plus a pool of
 ``pool_size``. When the LISTEN connection drops, readers poll every ``poll_interval`` while it
