@@ -363,6 +363,20 @@ async def test_concurrent_sends_share_pipelines_and_fail_alone(make_layer: Facto
     assert [(await receive(receiver, "test.pipefull"))["n"] for _ in range(20)] == list(range(20))
 
 
+def test_only_adjacent_sends_to_one_list_merge() -> None:
+    from app.channels.backends.redis import GROUP_SEND, SEND, SEND_MANY, _merge_sends, _split_results
+
+    def send(key: str, payload: bytes) -> Any:
+        return (SEND, [key], [b"0000000000001" + payload, 10, 5000, 1])
+
+    calls = [send("a", b"1"), send("a", b"2"), send("b", b"3"), (GROUP_SEND, ["g", "h"], []), send("a", b"4")]
+    merged, spans = _merge_sends(calls)
+    assert [(script, keys) for script, keys, _ in merged] == [
+        (SEND_MANY, ["a"]), (SEND, ["b"]), (GROUP_SEND, ["g", "h"]), (SEND, ["a"])]
+    assert merged[0][2] == [10, 5000, 1, b"00000000000011", b"00000000000012"] and spans == [2, 1, 1, 1]
+    assert _split_results([1, 1, 7, 0], spans) == [1, 0, 1, 7, 0]
+
+
 async def test_connections_are_bounded(make_layer: Factory) -> None:
     layer, sender = make_layer(max_connections=4), make_layer()
     local = [await layer.new_channel() for _ in range(300)]

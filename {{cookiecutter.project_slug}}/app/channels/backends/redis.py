@@ -65,7 +65,7 @@ from ..names import is_process_local, process_of
 from . import import_client
 
 _PUSH_FN = r"""
-local function push(key, stamp, payload, cap, ttl, now)
+local function push(key, entry, cap, ttl, now)
   local n = redis.call('LLEN', key)
   while n >= cap do
     local head = redis.call('LINDEX', key, 0)
@@ -73,15 +73,25 @@ local function push(key, stamp, payload, cap, ttl, now)
     redis.call('LPOP', key)
     n = n - 1
   end
-  redis.call('RPUSH', key, stamp .. payload)
+  redis.call('RPUSH', key, entry)
   redis.call('PEXPIRE', key, ttl)
   return 1
 end
 """
 
-# KEYS[1] list; ARGV: stamp, payload, capacity, ttl_ms, now_ms. Returns 1, or 0 when full.
+# KEYS[1] list; ARGV: entry (stamp + payload), capacity, ttl_ms, now_ms. Returns 1, or 0 when full.
 _SEND = _PUSH_FN + r"""
-return push(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]))
+return push(KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]))
+"""
+
+# KEYS[1] list; ARGV: capacity, ttl_ms, now_ms, then whole entries (stamp included), in order.
+# Pushes until the list is full; returns how many it pushed.
+_SEND_MANY = _PUSH_FN + r"""
+local cap, ttl, now = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+for i = 4, #ARGV do
+  if push(KEYS[1], ARGV[i], cap, ttl, now) == 0 then return i - 4 end
+end
+return #ARGV - 3
 """
 
 # KEYS: procs zset, chans zset. ARGV: now_ms. Prunes expired members; returns {procs, chans}.
@@ -101,10 +111,10 @@ local stamp, now, ttl, kp = ARGV[1], tonumber(ARGV[2]), ARGV[8], ARGV[9]
 local cap, icap = tonumber(ARGV[6]), tonumber(ARGV[7])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])
-local sent = 0
+local sent, entry, named = 0, stamp .. ARGV[3], nil
 for _, pid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   if pid ~= ARGV[10] then
-    sent = sent + push(kp .. 'i:' .. pid .. '}', stamp, ARGV[3], icap, ttl, now)
+    sent = sent + push(kp .. 'i:' .. pid .. '}', entry, icap, ttl, now)
   end
 end
 for _, ch in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
@@ -112,9 +122,10 @@ for _, ch in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   if head then
     local pid = string.match(head, '([^.]*)$')
     local hdr = #ch < 32 and string.char(160 + #ch) or string.char(217, #ch)
-    sent = sent + push(kp .. 'i:' .. pid .. '}', stamp, '\147\0' .. hdr .. ch .. ARGV[5], icap, ttl, now)
+    sent = sent + push(kp .. 'i:' .. pid .. '}', stamp .. '\147\0' .. hdr .. ch .. ARGV[5], icap, ttl, now)
   else
-    sent = sent + push(kp .. 'c:' .. ch .. '}', stamp, ARGV[4], cap, ttl, now)
+    named = named or stamp .. ARGV[4]
+    sent = sent + push(kp .. 'c:' .. ch .. '}', named, cap, ttl, now)
   end
 end
 return sent
@@ -124,6 +135,7 @@ _T = TypeVar("_T")
 _STAMP = 13  # digits of the expiry stamp in front of every list entry
 _INBOX_BATCH = 512
 _PIPELINE_BATCH = 512
+_MERGE_MAX = 256  # sends to one list in one SEND_MANY at most
 _RING_SIZE = 4096
 
 
@@ -146,7 +158,40 @@ class _Script:
         self.sha = hashlib.sha1(body.encode()).hexdigest()
 
 
-SEND, MEMBERS, GROUP_SEND = _Script(_SEND), _Script(_MEMBERS), _Script(_GROUP_SEND)
+SEND, SEND_MANY, MEMBERS, GROUP_SEND = _Script(_SEND), _Script(_SEND_MANY), _Script(_MEMBERS), _Script(_GROUP_SEND)
+
+
+def _merge_sends(calls: list[_Call]) -> tuple[list[_Call], list[int]]:
+    """Adjacent sends to one list become one ``SEND_MANY`` (order kept); returns the calls and
+    how many original calls each one stands for."""
+    merged: list[_Call] = []
+    spans: list[int] = []
+    for call in calls:
+        script, keys, args = call
+        if merged and script is SEND:
+            last_script, last_keys, last_args = merged[-1]
+            if last_keys == keys and last_script in (SEND, SEND_MANY) and spans[-1] < _MERGE_MAX:
+                if last_script is SEND:  # [entry, capacity, ttl, now]
+                    last_args = [last_args[1], last_args[2], last_args[3], last_args[0]]
+                merged[-1] = (SEND_MANY, keys, [*last_args[:2], args[3], *last_args[3:], args[0]])
+                spans[-1] += 1
+                continue
+        merged.append(call)
+        spans.append(1)
+    return merged, spans
+
+
+def _split_results(results: list[Any], spans: list[int]) -> list[Any]:
+    """One result per original call: a ``SEND_MANY`` that pushed k of n gives 1 to the first k."""
+    split: list[Any] = []
+    for result, span in zip(results, spans, strict=True):
+        if span == 1:
+            split.append(result)
+        elif isinstance(result, BaseException):
+            split += [result] * span
+        else:
+            split += [1] * int(result) + [0] * (span - int(result))
+    return split
 
 
 def _redact(entry: Any) -> str:
@@ -374,8 +419,10 @@ class RedisChannelLayer(BaseChannelLayer):
         return results
 
     async def _pipelined(self, calls: list[_Call]) -> list[Any]:
+        merged, spans = _merge_sends(calls)
         async with self._op():
-            return await self._eval_many(calls, raise_errors=False)
+            results = await self._eval_many(merged, raise_errors=False)
+        return _split_results(results, spans)
 
     # ------------------------------------------------------------------ keys and entries
 
@@ -402,7 +449,7 @@ class RedisChannelLayer(BaseChannelLayer):
     async def _send(self, channel: str, data: bytes) -> None:
         key, payload, capacity = self._target(channel, data)
         now = int(time.time() * 1000)
-        pushed = await self._pipeline.call((SEND, [key], [self._stamp(), payload, capacity, self._ttl_ms, now]))
+        pushed = await self._pipeline.call((SEND, [key], [self._stamp() + payload, capacity, self._ttl_ms, now]))
         if not pushed:
             raise ChannelFull(f"channel {channel!r} is full ({capacity} messages)")
 
@@ -499,10 +546,10 @@ class RedisChannelLayer(BaseChannelLayer):
         stamp = self._stamp()
         calls: list[_Call] = []
         for process in sorted({p.decode() for p in processes} - {self.process_id}):
-            calls.append((SEND, [self._inbox_of(process)], [stamp, entry, self.inbox_capacity, self._ttl_ms, now]))
+            calls.append((SEND, [self._inbox_of(process)], [stamp + entry, self.inbox_capacity, self._ttl_ms, now]))
         for raw in channels:
             key, payload, capacity = self._target(raw.decode(), data)
-            calls.append((SEND, [key], [stamp, payload, capacity, self._ttl_ms, now]))
+            calls.append((SEND, [key], [stamp + payload, capacity, self._ttl_ms, now]))
         if calls:
             async with self._op():
                 await self._eval_many(calls)
