@@ -56,6 +56,21 @@ _ESCAPES = {".": "=d", ":": "=c", "!": "=x"}  # '=' never occurs in channel or g
 _UNESCAPES = {v: k for k, v in _ESCAPES.items()}
 
 
+def _waiting(sub: Any) -> Any:
+    """A message already in the subscription's queue, or None.
+
+    ``next_msg()`` costs a uuid4, a task and a timer per call; taking what is already queued
+    (doing its bookkeeping) lets a burst be handled in one go, so its acks leave in one write.
+    """
+    queue = sub._pending_queue
+    if queue.empty():
+        return None
+    msg = queue.get_nowait()
+    sub._pending_size -= len(msg.data)
+    queue.task_done()
+    return msg
+
+
 def _token(name: str) -> str:
     """One subject token for a channel or group name (reversible, KV-key safe)."""
     return re.sub(r"[.:!]", lambda m: _ESCAPES[m.group()], name)
@@ -489,7 +504,7 @@ class NATSChannelLayer(BaseChannelLayer):
                     await nc.publish(subject, request, reply=inbox)
                     owed, renew_at = owed + batch, now + _PULL_EXPIRES - 1.0
                 try:
-                    msg = await sub.next_msg(timeout=0.5)
+                    msg = _waiting(sub) or await sub.next_msg(timeout=0.5)
                 except self._errors.TimeoutError:
                     if time.monotonic() - heard > 3 * _HEARTBEAT:
                         raise _Restart(f"no heartbeat from consumer {consumer!r} of {stream!r}") from None
