@@ -14,6 +14,7 @@ import logging
 import secrets
 import time
 from abc import ABC, abstractmethod
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
@@ -26,6 +27,8 @@ from .serialization import Serializer, validate_message
 logger = logging.getLogger("app.channels")
 
 DEFAULT_MAX_MESSAGE_SIZE = 2 * 1024 * 1024
+#: How long an inbox reader waits for a full local channel to make room before dropping for it.
+PARK_WAIT = 5.0
 _CHANNEL_ENTRY = 0
 _GROUP_ENTRY = 1
 
@@ -35,6 +38,8 @@ class BaseChannelLayer(ABC):
 
     extensions: ClassVar[list[str]] = ["groups", "flush"]
     #: Maps the seed's environment variables (``FASTAPI_WEBSOCKETS_<NAME>_*``) to config keys.
+    #: The backend's inbox reader awaits ``_relieve()`` between batches (see there).
+    inbox_backpressure: ClassVar[bool] = False
     env_model: ClassVar[type[Any] | None] = None
 
     def __init__(
@@ -69,6 +74,9 @@ class BaseChannelLayer(ABC):
         self._inbox_task: asyncio.Task[None] | None = None
         self._refresh_task: asyncio.Task[None] | None = None
         self._closed = False
+        # Inbox deliveries that found their channel full wait here, in order, for _relieve().
+        self._parked: deque[tuple[str, dict[str, Any]]] = deque()
+        self._parked_channels: Counter[str] = Counter()
         #: Messages dropped because a local channel was full or unknown (for metrics).
         self.dropped = 0
 
@@ -77,9 +85,11 @@ class BaseChannelLayer(ABC):
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         """Send ``message`` to ``channel``; raises ``ChannelFull`` when it holds ``capacity`` messages."""
         self._check_open()
-        validate_channel(channel)
+        local = channel in self._local  # made by new_channel() here: valid, and delivered in-process
+        if not local:
+            validate_channel(channel)
         data = self.serializer.dumps(validate_message(message), self.expiry)
-        if is_process_local(channel) and process_of(channel) == self.process_id:
+        if local or (is_process_local(channel) and process_of(channel) == self.process_id):
             self._put_local(channel, message, raise_full=True, data=data)
             return
         await self._send(channel, data)
@@ -87,6 +97,9 @@ class BaseChannelLayer(ABC):
     async def receive(self, channel: str) -> dict[str, Any]:
         """Wait for the next message on ``channel``. Cancelling never loses a message."""
         self._check_open()
+        queue = self._local.get(channel)
+        if queue is not None and self._inbox_task is not None:  # the hot path: a channel of this process
+            return await queue.get()
         validate_channel(channel)
         if is_process_local(channel):
             if process_of(channel) != self.process_id:
@@ -146,6 +159,8 @@ class BaseChannelLayer(ABC):
         """Delete every message and group of this layer's prefix (tests use it)."""
         self._check_open()
         self._local_groups.clear()
+        self._parked.clear()
+        self._parked_channels.clear()
         for queue in self._local.values():
             while not queue.empty():
                 queue.get_nowait()
@@ -186,10 +201,15 @@ class BaseChannelLayer(ABC):
             queue = self._local[channel] = asyncio.Queue(self.capacity)
         return queue
 
-    def _put_local(self, channel: str, message: dict[str, Any], *, raise_full: bool = False, data: bytes = b"") -> None:
+    def _put_local(self, channel: str, message: dict[str, Any], *, raise_full: bool = False, data: bytes = b"",
+                   park: bool = False) -> None:
         queue = self._local.get(channel)
         if queue is None:
             self.dropped += 1
+            return
+        if park and self.inbox_backpressure and (queue.full() or channel in self._parked_channels):
+            self._parked.append((channel, message))
+            self._parked_channels[channel] += 1
             return
         if queue.full():
             if raise_full:
@@ -199,7 +219,7 @@ class BaseChannelLayer(ABC):
         # A sender in this process gets the same isolation as a remote one: a decoded copy.
         queue.put_nowait(self.serializer.loads(data)[1] if data else message)
 
-    def _deliver_group_locally(self, group: str, message: dict[str, Any]) -> None:
+    def _deliver_group_locally(self, group: str, message: dict[str, Any], *, park: bool = False) -> None:
         members = self._local_groups.get(group)
         if not members:
             return
@@ -208,7 +228,7 @@ class BaseChannelLayer(ABC):
             if expires_at < now:
                 del members[channel]
                 continue
-            self._put_local(channel, dict(message))
+            self._put_local(channel, dict(message), park=park)
 
     def _group_entry(self, group: str, data: bytes) -> bytes:
         """The inbox entry a backend delivers once per process for a group message."""
@@ -232,9 +252,36 @@ class BaseChannelLayer(ABC):
         if expires_at < time.time():
             self.dropped += 1
         elif kind == _GROUP_ENTRY:
-            self._deliver_group_locally(name, message)
+            self._deliver_group_locally(name, message, park=True)
         else:
-            self._put_local(name, message)
+            self._put_local(name, message, park=True)
+
+    async def _relieve(self) -> None:
+        """Backpressure for inbox readers (``inbox_backpressure``): call between inbox batches.
+
+        Hands parked deliveries to their channels as these make room and returns once none is
+        left, so the reader takes nothing more from the broker while a local channel is full (the
+        broker-side inbox then fills and senders get ``ChannelFull``). A burst larger than a
+        channel's capacity is delivered, not dropped; a channel without room for ``PARK_WAIT``
+        seconds (a consumer that stopped reading) loses what waited for it.
+        """
+        deadline = time.monotonic() + PARK_WAIT
+        while self._parked:
+            channel, message = self._parked[0]
+            queue = self._local.get(channel)
+            if queue is not None and queue.full():
+                if time.monotonic() < deadline:
+                    await asyncio.sleep(0.005)
+                    continue
+                queue = None
+            self._parked.popleft()
+            self._parked_channels[channel] -= 1
+            if not self._parked_channels[channel]:
+                del self._parked_channels[channel]
+            if queue is None:
+                self.dropped += 1
+            else:
+                queue.put_nowait(message)
 
     def _ensure_tasks(self) -> None:
         if self._inbox_task is None:

@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from app.channels import BaseChannelLayer, ChannelFull, LayerClosed
+from app.channels import BaseChannelLayer, ChannelFull, LayerClosed, base
+from app.channels.config import import_backend
 
 from ..brokers import distributed_backends
 from ..conftest import LayerFactory
@@ -190,6 +191,40 @@ async def test_racing_cancellations_neither_lose_nor_duplicate(make_layer: Layer
             got.append(message["n"])
         await producer
         assert got == list(range(total))
+
+
+# backends whose inbox reader waits for a full local channel instead of dropping for it
+BACKPRESSURED = [name for name in distributed_backends() if import_backend(name).inbox_backpressure]
+
+
+@pytest.mark.parametrize("backend", BACKPRESSURED)
+async def test_a_burst_over_capacity_waits_for_the_reader(make_layer: LayerFactory) -> None:
+    sender, receiver = make_layer(), make_layer(capacity=20)
+    slow, other = await receiver.new_channel(), await receiver.new_channel()
+    await asyncio.gather(*(sender.send(slow, {"type": "m", "n": n}) for n in range(60)))
+    await sender.send(other, {"type": "m", "n": -1})
+    await asyncio.sleep(0.5)  # the reader took the burst from the broker: 20 fit, the rest wait
+    assert [(await receive(receiver, slow))["n"] for _ in range(60)] == list(range(60))
+    assert (await receive(receiver, other))["n"] == -1
+    assert receiver.dropped == 0
+
+
+@pytest.mark.parametrize("backend", BACKPRESSURED)
+async def test_a_channel_nobody_reads_loses_only_its_overflow(
+    make_layer: LayerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(base, "PARK_WAIT", 0.5)
+    sender, receiver = make_layer(), make_layer(capacity=5)
+    stuck, live = await receiver.new_channel(), await receiver.new_channel()
+    for n in range(8):
+        await sender.send(stuck, {"type": "m", "n": n})
+    await sender.send(live, {"type": "m", "n": 99})
+    assert (await receive(receiver, live))["n"] == 99  # another channel is not held up for long
+    async with asyncio.timeout(TIMEOUT):
+        while receiver.dropped < 3:  # noqa: ASYNC110 - the overflow goes once PARK_WAIT passed
+            await asyncio.sleep(0.05)
+    assert receiver.dropped == 3
+    assert [(await receive(receiver, stuck))["n"] for _ in range(5)] == list(range(5))
 
 
 async def test_flush(make_layer: LayerFactory) -> None:

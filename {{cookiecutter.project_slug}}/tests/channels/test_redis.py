@@ -129,7 +129,10 @@ async def _run_conformance(test: Callable[..., Any], config: dict[str, Any]) -> 
     if "backend" in params:
         kwargs["backend"] = "redis"
     try:
-        await test(**kwargs)
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            if "monkeypatch" in params:
+                kwargs["monkeypatch"] = monkeypatch
+            await test(**kwargs)
     finally:
         await _cleanup(layers)
 

@@ -165,6 +165,7 @@ class NATSChannelLayer(BaseChannelLayer):
     """Channel layer on NATS JetStream (nats-py). See the module docstring for the layout."""
 
     env_model = NATSEnv
+    inbox_backpressure = True
 
     def __init__(
         self,
@@ -504,7 +505,9 @@ class NATSChannelLayer(BaseChannelLayer):
                     await nc.publish(subject, request, reply=inbox)
                     owed, renew_at = owed + batch, now + _PULL_EXPIRES - 1.0
                 try:
-                    msg = _waiting(sub) or await sub.next_msg(timeout=0.5)
+                    msg = _waiting(sub)
+                    if msg is None:
+                        msg = await sub.next_msg(timeout=0.5)
                 except self._errors.TimeoutError:
                     if time.monotonic() - heard > 3 * _HEARTBEAT:
                         raise _Restart(f"no heartbeat from consumer {consumer!r} of {stream!r}") from None
@@ -584,6 +587,7 @@ class NATSChannelLayer(BaseChannelLayer):
             data = await self._open(msg)
             if data is not None:
                 deliver(data)
+                await self._relieve()  # acked only once handed over
             await self._nc.publish(msg.reply, b"")
 
         while not self._closed:

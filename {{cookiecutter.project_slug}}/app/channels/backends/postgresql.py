@@ -292,6 +292,7 @@ class PostgreSQLChannelLayer(BaseChannelLayer):
     """Channels over PostgreSQL tables, woken by LISTEN/NOTIFY."""
 
     env_model = PostgreSQLEnv
+    inbox_backpressure = True
 
     def __init__(
         self,
@@ -578,6 +579,7 @@ class PostgreSQLChannelLayer(BaseChannelLayer):
                     deliver(self._group_entry(row["name"], row["data"]))
                 else:
                     deliver(self._channel_entry(row["name"], row["data"]))
+            await self._relieve()
             if len(rows) < INBOX_BATCH:
                 await self._wait(waker, SAFETY_POLL)
 

@@ -233,6 +233,7 @@ class RedisChannelLayer(BaseChannelLayer):
     """Channels on Redis: standalone (``url``), sharded (``hosts``), Sentinel or Cluster."""
 
     env_model = RedisEnv
+    inbox_backpressure = True
 
     def __init__(
         self,
@@ -489,6 +490,7 @@ class RedisChannelLayer(BaseChannelLayer):
                     entries = [popped[1]]
             for entry in entries:
                 deliver(entry[_STAMP:])
+            await self._relieve()
 
     def _lease_ms(self) -> int:
         return int((time.time() + 3 * self.refresh_interval) * 1000)
