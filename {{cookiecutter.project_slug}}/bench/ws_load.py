@@ -273,6 +273,7 @@ class Result:
     rss_idle_conn_kib: float = 0.0
     cpu_s: float = 0.0
     status: str = "ok"
+    run: int = 1
 
 
 def login(port: int, username: str) -> str:
@@ -387,27 +388,36 @@ def ratio(a: float, b: float) -> str:
 
 
 def table(results: list[Result]) -> str:
-    base = next((r for r in results if r.impl == "socketio"), None)
-    lines = ["| implementation | clients | workers | delivered msgs/s | p50 ms | p99 ms | lost | dup | "
-             "RSS/worker MiB | RSS/idle conn KiB | CPU s | status | msgs/s ÷ socketio | p99 ÷ socketio |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    runs = max((r.run for r in results), default=1)
+    lines = ["| run | implementation | clients | workers | delivered msgs/s | p50 ms | p99 ms | lost | dup | "
+             "RSS/worker MiB | RSS/idle conn KiB | CPU s | server CPU µs/delivery | status | msgs/s ÷ socketio | "
+             "p99 ÷ socketio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
+        base = next((b for b in results if b.impl == "socketio" and b.run == r.run), None)
         rate_ratio = ratio(r.rate, base.rate) if base else "—"
         p99_ratio = ratio(r.p99_ms, base.p99_ms) if base else "—"
-        lines.append(f"| {LABELS.get(r.impl, r.impl)} | {r.clients} | {r.workers} | {r.rate:,.0f} | {r.p50_ms:.1f} | "
-                     f"{r.p99_ms:.1f} | {r.lost} | {r.dup} | {r.rss_worker_mib:.1f} | {r.rss_idle_conn_kib:.1f} | "
-                     f"{r.cpu_s:.1f} | {r.status} | {rate_ratio} | {p99_ratio} |")
+        per_delivery = f"{r.cpu_s / r.delivered * 1e6:.0f}" if r.delivered else "—"
+        lines.append(f"| {r.run if runs > 1 else ''} | {LABELS.get(r.impl, r.impl)} | {r.clients} | {r.workers} | "
+                     f"{r.rate:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.lost} | {r.dup} | {r.rss_worker_mib:.1f} | "
+                     f"{r.rss_idle_conn_kib:.1f} | {r.cpu_s:.1f} | {per_delivery} | {r.status} | {rate_ratio} | "
+                     f"{p99_ratio} |")
     return "\n".join(lines)
 
 
 def verdict(results: list[Result]) -> str:
-    ours = next((r for r in results if r.impl == "ours"), None)
-    base = next((r for r in results if r.impl == "socketio"), None)
-    if not ours or not base or not base.rate or not base.p99_ms:
+    """The target on the median of the per-run ratios (a noisy machine: one run decides nothing)."""
+    pairs = [(ours, base) for ours in results if ours.impl == "ours"
+             for base in results if base.impl == "socketio" and base.run == ours.run and base.rate and base.p99_ms]
+    if not pairs:
         return "Target not evaluated (ours and python-socketio both needed)."
-    met = ours.rate >= 2 * base.rate and ours.p99_ms <= base.p99_ms / 2 and ours.lost == 0 and ours.dup == 0
+    rate = statistics.median(ours.rate / base.rate for ours, base in pairs)
+    p99 = statistics.median(ours.p99_ms / base.p99_ms for ours, base in pairs)
+    clean = all(ours.lost == 0 and ours.dup == 0 for ours, _ in pairs)
+    met = rate >= 2 and p99 <= 0.5 and clean
+    over = f" (median of {len(pairs)} runs)" if len(pairs) > 1 else ""
     return (f"Target (≥2x python-socketio's msgs/s at ≤½ its p99, nothing lost): **{'met' if met else 'not met'}** — "
-            f"throughput {ours.rate / base.rate:.2f}x, p99 {ours.p99_ms / base.p99_ms:.2f}x.")
+            f"throughput {rate:.2f}x, p99 {p99:.2f}x{over}.")
 
 
 def main() -> None:
@@ -423,15 +433,18 @@ def main() -> None:
     parser.add_argument("--peers-python", default=PEERS_PYTHON)
     parser.add_argument("--out", default=str(PROJECT / "docs" / "benchmarks" / "ws_load.md"))
     parser.add_argument("--note", default="")
+    parser.add_argument("--repeat", type=int, default=1, help="run every implementation N times, interleaved")
     args = parser.parse_args()
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results = []
-    for impl in args.impl.split(","):
-        result = asyncio.run(run_case(impl, args.clients, args.workers, args.rooms, args.messages, args.rate,
-                                      args.drain, args.deadline, args.peers_python))
-        print(json.dumps(result.__dict__), flush=True)
-        results.append(result)
+    for run in range(1, args.repeat + 1):
+        for impl in args.impl.split(","):
+            result = asyncio.run(run_case(impl, args.clients, args.workers, args.rooms, args.messages, args.rate,
+                                          args.drain, args.deadline, args.peers_python))
+            result.run = run
+            print(json.dumps(result.__dict__), flush=True)
+            results.append(result)
     body = table(results)
     print(body)
     print(verdict(results))
@@ -440,14 +453,15 @@ def main() -> None:
             "# End-to-end WebSocket load benchmark", "",
             f"Run {started} on 2 cores (shared, noisy), Redis and every socket on loopback: `python bench/ws_load.py "
             f"--clients {args.clients} --workers {args.workers} --rooms {args.rooms} --messages {args.messages} "
-            f"--rate {args.rate}`.", "",
+            f"--rate {args.rate}" + (f" --repeat {args.repeat}" if args.repeat > 1 else "") + "`.", "",
             f"{args.clients} WebSocket clients over {args.workers} gunicorn workers, client *i* in room *i* mod "
             f"{args.rooms}; each client sends {args.messages} messages at {args.rate} msg/s (random phase) and every "
             "member of the room (the sender too) must get each exactly once. `delivered msgs/s`: unique deliveries "
             "from the first send to the last delivery. Latency: sender's send time (in the text) to the "
             "receiver's read, both in the one client process. `RSS/idle conn`: growth of the workers' RSS from "
             "before connecting to after every client joined, per client. `CPU s`: utime+stime of the gunicorn "
-            "master and workers from before connecting to the end of the drain. The clients (asyncio, "
+            "master and workers from before connecting to the end of the drain; per delivery, the servers' cost "
+            "of one message reaching one client. The clients (asyncio, "
             "`websockets`) share the 2 cores with the servers, so absolute numbers are noisy; ratios from the "
             "same run are the signal.", "",
             "Implementations: `ours` = this project's chat (`FASTAPI_WEBSOCKETS_BACKEND=redis`, rate limits "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.ws_load import run_case
+from bench.ws_load import Result, run_case, table, verdict
 
 from ..brokers import require_broker
 
@@ -21,3 +21,17 @@ async def test_ws_load_short_loses_and_duplicates_nothing() -> None:
     assert result.expected == 2 * 10 * 10 * 3, result
     assert result.delivered == result.expected, result
     assert result.lost == 0 and result.dup == 0, result
+
+
+def test_the_verdict_takes_the_median_of_the_runs() -> None:
+    def row(impl: str, run: int, rate: float, p99: float) -> Result:
+        return Result(impl, 10, 2, 1, delivered=1000, rate=rate, p99_ms=p99, cpu_s=0.02, run=run)
+
+    runs = [(2.5, 0.4), (1.5, 0.3), (2.2, 0.45)]  # ours/socketio ratios of three runs
+    rows = [r for n, (rate, p99) in enumerate(runs, 1) for r in (row("ours", n, rate * 100, p99 * 10),
+                                                                   row("socketio", n, 100, 10))]
+    assert verdict(rows).startswith("Target (≥2x python-socketio's msgs/s at ≤½ its p99, nothing lost): **met**")
+    assert "throughput 2.20x, p99 0.40x (median of 3 runs)" in verdict(rows)
+    assert "| 20 |" in table(rows)  # server CPU µs per delivery: 0.02 s / 1000
+    rows[0].lost = 1
+    assert "**not met**" in verdict(rows)
