@@ -43,7 +43,7 @@ class FrameCounter:
     def __init__(self, counter: Counter, interval: float = 1.0) -> None:
         self.counter, self.interval = counter, interval
         self._pending: Tally[str] = Tally()
-        self._due = time.monotonic() + interval
+        self._due = 0.0  # the first frame flushes at once: the metric's file opens at startup, not later
         FrameCounter.counters.append(self)
 
     def inc(self, kind: str) -> None:
