@@ -63,3 +63,29 @@ async def test_fail_pending_releases_every_waiter() -> None:
     for waiter in waiters:
         with pytest.raises(BrokerUnavailable):
             await asyncio.wait_for(waiter, 1)
+
+
+async def test_a_batch_stops_at_max_bytes_but_takes_at_least_one_call() -> None:
+    recorder = Recorder()
+    batch = AutoBatch(recorder.run, size=lambda n: n, max_bytes=10)
+    first = asyncio.create_task(batch.call(0))
+    await asyncio.sleep(0)
+    await asyncio.gather(*(batch.call(n) for n in (6, 6, 3, 20)), first)
+    assert recorder.batches == [[0], [6], [6, 3], [20]]
+
+
+async def test_up_to_concurrency_batches_run_at_once() -> None:
+    running = peak = 0
+
+    async def run(calls: list[int]) -> list[Any]:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+        return calls
+
+    batch = AutoBatch(run, max_batch=2, concurrency=3)
+    assert await asyncio.gather(*(batch.call(n) for n in range(12))) == list(range(12))
+    assert peak == 3
+    assert await batch.call(99) == 99  # the flushers are gone; a later call starts one again

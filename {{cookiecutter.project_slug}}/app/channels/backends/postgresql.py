@@ -331,7 +331,12 @@ class PostgreSQLChannelLayer(BaseChannelLayer):
         self._last_used: dict[str, float] = {}  # named notify channel -> monotonic time of last receive
         self._listen_task: asyncio.Task[None] | None = None
         self._prune_task: asyncio.Task[None] | None = None
-        self._sends: AutoBatch[_SendCall] = AutoBatch(self._send_batch, SEND_BATCH, "PostgreSQL sends")
+        # a few statements at once on the pool (big bodies fill a batch by bytes); the rest of the
+        # pool stays free for reads and memberships
+        self._sends: AutoBatch[_SendCall] = AutoBatch(
+            self._send_batch, SEND_BATCH, "PostgreSQL sends", size=lambda call: len(call[3]),
+            concurrency=max(1, self.pool_size // 2),
+        )
 
     @property
     def lease(self) -> float:

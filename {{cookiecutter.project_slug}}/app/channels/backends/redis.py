@@ -263,7 +263,10 @@ class RedisChannelLayer(BaseChannelLayer):
         self._inbox_key = f"{self._kp}i:{self.process_id}}}"
         self._ttl_ms = int(self.expiry * 1000) + 1000
         self._limit = asyncio.Semaphore(max_connections)
-        self._pipeline: AutoBatch[_Call] = AutoBatch(self._pipelined, _PIPELINE_BATCH, "Redis auto-pipeline")
+        self._pipeline: AutoBatch[_Call] = AutoBatch(
+            self._pipelined, _PIPELINE_BATCH, "Redis auto-pipeline",
+            size=lambda call: sum(len(arg) for arg in call[2] if isinstance(arg, bytes)),
+        )
         # Blocked named-channel pops may hold at most half the pool: sends always find a connection.
         self._receive_slots = asyncio.Semaphore(max(1, max_connections // 2))
         from redis.asyncio.retry import Retry
