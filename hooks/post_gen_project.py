@@ -7,6 +7,7 @@ Pruning goes by file patterns, so files added later for a backend (``tests/chann
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 from pathlib import Path
 
@@ -62,9 +63,11 @@ def remove_junk() -> None:
 
 
 def create_env_file() -> None:
+    """``.env`` from ``.env.example``, with a random secret of this bake's own (never the example's)."""
     example, env = PROJECT / ".env.example", PROJECT / ".env"
     if example.is_file() and not env.exists():
-        shutil.copyfile(example, env)
+        text = example.read_text().replace("APP_SECRET_KEY=change-me", f"APP_SECRET_KEY={secrets.token_urlsafe(48)}")
+        env.write_text(text)
 
 
 def next_steps(context: dict[str, str]) -> str:

@@ -172,6 +172,8 @@ def test_rendered(baked: tuple[dict[str, str], Path]) -> None:
     env = (project / ".env").read_text()
     assert f"FASTAPI_WEBSOCKETS_BACKEND={combo['channel_layer']}\n" in env
     assert f"WEB_CONCURRENCY={combo['web_workers']}\n" in env
+    secret = re.search(r"^APP_SECRET_KEY=(.+)$", env, re.MULTILINE)
+    assert secret and len(secret.group(1)) >= 32 and secret.group(1) != "change-me"  # one per bake
 
 
 def test_copied_without_render(baked: tuple[dict[str, str], Path]) -> None:
