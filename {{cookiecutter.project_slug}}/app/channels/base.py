@@ -37,9 +37,9 @@ class BaseChannelLayer(ABC):
     """The public channel layer API; subclasses plug in a broker."""
 
     extensions: ClassVar[list[str]] = ["groups", "flush"]
-    #: Maps the seed's environment variables (``FASTAPI_WEBSOCKETS_<NAME>_*``) to config keys.
     #: The backend's inbox reader awaits ``_relieve()`` between batches (see there).
     inbox_backpressure: ClassVar[bool] = False
+    #: Maps the seed's environment variables (``FASTAPI_WEBSOCKETS_<NAME>_*``) to config keys.
     env_model: ClassVar[type[Any] | None] = None
 
     def __init__(

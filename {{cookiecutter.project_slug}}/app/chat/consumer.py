@@ -26,7 +26,7 @@ from .protocol import (
     error_frame,
     parse_client_frame,
 )
-from .recent import RecentKeys
+from .recent import Recent
 from .service import ChatService, room_group, user_group
 
 CLOSE_POLICY = 1008
@@ -49,7 +49,7 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
         self.strikes = 0
         self.last_seen = time.monotonic()
         self._idle_task: asyncio.Task[None] | None = None
-        self.delivered_jobs = RecentKeys()  # job messages are delivered at least once: drop repeats
+        self.delivered_jobs = Recent()  # job messages are delivered at least once: drop repeats
 
     # ------------------------------------------------------------------ connection
 
@@ -217,7 +217,7 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
     async def chat_message(self, message: dict[str, Any]) -> None:
         self.service.history.on_delivered(message["room"], message)
         # every member of the room in this process gets the same text: encode it once
-        text = self.service.encoded(message["id"], lambda: self.encode_json(_message_frame(message)))
+        text = self.service.encoded.get_or_make(message["id"], lambda: self.encode_json(_message_frame(message)))
         FRAMES_OUT.inc("message")
         await self.send(text_data=text)
 

@@ -9,7 +9,6 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..channels import BaseChannelLayer, get_channel_layer_from_env
@@ -18,9 +17,9 @@ from ..metrics import LAYER_SEND, FrameCounter
 from ..settings import Settings
 from .history import History, make_history
 from .presence import Presence
+from .recent import Recent
 
 logger = logging.getLogger(__name__)
-ENCODED_CACHE = 256
 
 if TYPE_CHECKING:
     from .consumer import ChatConsumer
@@ -42,7 +41,7 @@ class ChatService:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.presence = Presence(layer, self.worker_id, settings.presence_interval_seconds)
         self.connections: set[ChatConsumer] = set()
-        self._encoded: dict[str, str] = {}  # message id -> frame text, the newest ENCODED_CACHE
+        self.encoded = Recent()  # message id -> frame text, encoded once for all receivers here
 
     @classmethod
     async def start(cls, settings: Settings) -> ChatService:
@@ -82,15 +81,6 @@ class ChatService:
                    "text": text, "ts": time.time()}
         await self.group_send(user_group(user), message)
         return message
-
-    def encoded(self, message_id: str, encode: Callable[[], str]) -> str:
-        """The frame text of a message, encoded once for all its receivers in this process."""
-        text = self._encoded.get(message_id)
-        if text is None:
-            text = self._encoded[message_id] = encode()
-            if len(self._encoded) > ENCODED_CACHE:
-                del self._encoded[next(iter(self._encoded))]
-        return text
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         with LAYER_SEND.time():

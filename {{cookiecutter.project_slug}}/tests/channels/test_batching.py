@@ -89,3 +89,25 @@ async def test_up_to_concurrency_batches_run_at_once() -> None:
     assert await asyncio.gather(*(batch.call(n) for n in range(12))) == list(range(12))
     assert peak == 3
     assert await batch.call(99) == 99  # the flushers are gone; a later call starts one again
+
+
+async def assert_concurrent_sends_share_batches(sender: Any, receiver: Any, batch: AutoBatch[Any], named: str) -> None:
+    """For a backend's tests: 90 sends to a process-local channel and 30 to ``named`` (capacity 20)
+    at once go in a few batches; the 10 that do not fit fail alone, and order is kept."""
+    channel = await receiver.new_channel()
+    batches: list[int] = []
+    run = batch._run
+
+    async def counting(calls: list[Any]) -> list[Any]:
+        batches.append(len(calls))
+        return await run(calls)
+
+    batch._run = counting  # type: ignore[method-assign]
+    results = await asyncio.gather(*(sender.send(channel, {"type": "m", "n": n}) for n in range(90)),
+                                   *(sender.send(named, {"type": "m", "n": n}) for n in range(30)),
+                                   return_exceptions=True)
+    assert results[:110] == [None] * 110
+    assert all(isinstance(result, ChannelFull) for result in results[110:])
+    assert sum(batches) == 120 and len(batches) < 10, batches
+    assert [(await asyncio.wait_for(receiver.receive(channel), 10))["n"] for _ in range(90)] == list(range(90))
+    assert [(await asyncio.wait_for(receiver.receive(named), 10))["n"] for _ in range(20)] == list(range(20))

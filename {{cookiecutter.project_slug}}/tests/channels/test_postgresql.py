@@ -21,6 +21,7 @@ from app.channels.config import build_layer, get_channel_layer_from_env
 
 from ..brokers import URLS, installed_backends, require_broker
 from .postgresql_cluster import PrivateCluster, private_cluster
+from .test_batching import assert_concurrent_sends_share_batches
 
 pytestmark = [
     pytest.mark.skipif("postgresql" not in installed_backends(), reason="postgresql backend not selected"),
@@ -244,23 +245,7 @@ async def test_inbox_capacity_of_another_process(layers: Factory) -> None:
 async def test_concurrent_sends_share_one_statement_and_fail_alone(layers: Factory) -> None:
     """Sends made while a statement is in flight go together in the next; a full target fails only its sends."""
     sender, receiver, small = layers(capacity=20), layers(), layers(inbox_capacity=5)
-    channel = await receiver.new_channel()
-    batches: list[int] = []
-    run = sender._sends._run
-
-    async def counting(calls: list[Any]) -> list[Any]:
-        batches.append(len(calls))
-        return await run(calls)
-
-    sender._sends._run = counting
-    results = await asyncio.gather(*(sender.send(channel, {"type": "m", "n": n}) for n in range(90)),
-                                   *(sender.send("test.pgfull", {"type": "m", "n": n}) for n in range(30)),
-                                   return_exceptions=True)
-    assert results[:110] == [None] * 110
-    assert all(isinstance(result, ChannelFull) for result in results[110:])
-    assert sum(batches) == 120 and len(batches) < 10, batches
-    assert [(await receive(receiver, channel))["n"] for _ in range(90)] == list(range(90))
-    assert [(await receive(receiver, "test.pgfull"))["n"] for _ in range(20)] == list(range(20))
+    await assert_concurrent_sends_share_batches(sender, receiver, sender._sends, "test.pgfull")
     undrained = f"specific.{secrets.token_hex(8)}!abc"
     results = await asyncio.gather(*(small.send(undrained, {"type": "m", "n": n}) for n in range(8)),
                                    return_exceptions=True)

@@ -23,6 +23,7 @@ from ..brokers import URLS, installed_backends, require_broker
 from . import redis_servers
 from . import test_conformance as conformance
 from .redis_servers import RedisServer, cli
+from .test_batching import assert_concurrent_sends_share_batches
 
 pytestmark = [
     pytest.mark.skipif("redis" not in installed_backends(), reason="redis backend not selected"),
@@ -347,23 +348,7 @@ async def test_group_send_and_send_are_one_round_trip(tmp_path: Path) -> None:
 async def test_concurrent_sends_share_pipelines_and_fail_alone(make_layer: Factory) -> None:
     """Sends made while a pipeline is in flight go together in the next; a full channel fails only its sends."""
     sender, receiver = make_layer(capacity=20), make_layer()
-    channel = await receiver.new_channel()
-    batches: list[int] = []
-    run = sender._pipeline._run  # type: ignore[attr-defined]
-
-    async def counting(calls: list[Any]) -> list[Any]:
-        batches.append(len(calls))
-        return await run(calls)
-
-    sender._pipeline._run = counting  # type: ignore[attr-defined]
-    results = await asyncio.gather(*(sender.send(channel, {"type": "m", "n": n}) for n in range(90)),
-                                   *(sender.send("test.pipefull", {"type": "m", "n": n}) for n in range(30)),
-                                   return_exceptions=True)
-    assert results[:110] == [None] * 110
-    assert all(isinstance(result, ChannelFull) for result in results[110:])
-    assert sum(batches) == 120 and len(batches) < 10, batches
-    assert [(await receive(receiver, channel))["n"] for _ in range(90)] == list(range(90))
-    assert [(await receive(receiver, "test.pipefull"))["n"] for _ in range(20)] == list(range(20))
+    await assert_concurrent_sends_share_batches(sender, receiver, sender._pipeline, "test.pipefull")  # type: ignore[attr-defined]
 
 
 def test_only_adjacent_sends_to_one_list_merge() -> None:

@@ -60,8 +60,9 @@ PRUNE_BATCH = 500
 PRUNE_MAX_BATCHES = 20
 SCHEMA_LOCK_CLASS = 0x66777331  # first key of pg_advisory_xact_lock(class, hashtext(schema))
 
-# membership.kind
 _SendCall = tuple[bool, str, str, bytes]  # to an inbox?, its process or the named channel, channel, data
+
+# membership.kind
 _PROCESS = 0  # member is a process id: its inbox gets one group entry
 _NAMED = 1  # member is a named channel: a row in ``message``
 _REMOTE = 2  # member is a ``!`` channel: its process's inbox gets a channel entry

@@ -50,6 +50,7 @@ import asyncio
 import binascii
 import contextlib
 import hashlib
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -166,18 +167,18 @@ def _merge_sends(calls: list[_Call]) -> tuple[list[_Call], list[int]]:
     how many original calls each one stands for."""
     merged: list[_Call] = []
     spans: list[int] = []
-    for call in calls:
-        script, keys, args = call
-        if merged and script is SEND:
-            last_script, last_keys, last_args = merged[-1]
-            if last_keys == keys and last_script in (SEND, SEND_MANY) and spans[-1] < _MERGE_MAX:
-                if last_script is SEND:  # [entry, capacity, ttl, now]
-                    last_args = [last_args[1], last_args[2], last_args[3], last_args[0]]
-                merged[-1] = (SEND_MANY, keys, [*last_args[:2], args[3], *last_args[3:], args[0]])
-                spans[-1] += 1
-                continue
-        merged.append(call)
-        spans.append(1)
+    # a run: consecutive SENDs to one key (any other call is a run of its own)
+    for _, run in itertools.groupby(calls, key=lambda call: call[1] if call[0] is SEND else id(call)):
+        run_calls = list(run)
+        for start in range(0, len(run_calls), _MERGE_MAX):
+            chunk = run_calls[start : start + _MERGE_MAX]
+            if len(chunk) == 1:
+                merged.append(chunk[0])
+            else:  # SEND args: [entry, capacity, ttl, now]
+                _, keys, (_, capacity, ttl, _) = chunk[0]
+                now = max(args[3] for _, _, args in chunk)
+                merged.append((SEND_MANY, keys, [capacity, ttl, now, *(args[0] for _, _, args in chunk)]))
+            spans.append(len(chunk))
     return merged, spans
 
 
