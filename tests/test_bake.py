@@ -257,6 +257,22 @@ def test_backend_suite(layer: str, bake: Bake) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("keep", ("no", "yes"))
+def test_types(keep: str, bake: Bake) -> None:
+    """mypy passes on what pruning leaves (one backend, no Celery) and on a bake that keeps everything."""
+    project = bake(channel_layer="nats", use_celery="yes" if keep == "yes" else "no", keep_all_backends=keep)
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(project / ".mypy_cache"), "app", "tests"],
+        check=False,
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
 def test_full_project_suite(bake: Bake) -> None:
     """The whole suite of a bake that keeps everything: all five backends, Celery, 3 web workers.
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from app.channels import ConfigurationError, get_channel_layer, get_channel_layer_from_env
@@ -8,7 +10,7 @@ from app.channels.config import config_from_env
 
 
 def test_dict_config_and_aliases() -> None:
-    layers = {
+    layers: dict[str, dict[str, Any]] = {
         "default": {"BACKEND": "app.channels.backends.inmemory.InMemoryChannelLayer", "CONFIG": {"capacity": 5}},
         "events": {"BACKEND": "inmemory"},
     }

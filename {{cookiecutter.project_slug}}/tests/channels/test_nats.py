@@ -152,6 +152,29 @@ async def test_stream_mismatch_is_reported(shared_nats: None, prefix: str, layer
         await second.send("job.queue", {"type": "m"})
 
 
+async def test_layers_starting_at_once_all_start(shared_nats: None, prefix: str, layers: list[Any]) -> None:
+    """Workers starting together race to create the same streams (NATS answers some of them "subjects
+    overlap"): none of them may fail."""
+    for _ in range(40):
+        starting = [nats_layer(prefix) for _ in range(6)]
+        layers += starting
+        await asyncio.gather(*(layer._connect() for layer in starting))
+        await asyncio.gather(*(layer._ensure() for layer in starting))
+        await starting[0].flush()  # deletes the streams, so the next round creates them again
+
+
+async def test_subjects_owned_by_another_stream_are_reported(shared_nats: None, prefix: str, layers: list[Any]) -> None:
+    layer = nats_layer(prefix)
+    layers.append(layer)
+    js = await layer._connect()
+    await js.add_stream(name=f"{layer.stream_name}_SQUATTER", subjects=[f"{layer._root}.in.*"])
+    try:
+        with pytest.raises(ConfigurationError, match="subjects overlap"):
+            await layer.send("job.queue", {"type": "m"})
+    finally:
+        await js.delete_stream(f"{layer.stream_name}_SQUATTER")
+
+
 async def test_inbox_capacity_raises_channel_full(shared_nats: None, prefix: str, layers: list[Any]) -> None:
     receiver, sender = nats_layer(prefix, inbox_capacity=2), nats_layer(prefix, inbox_capacity=2)
     layers += [receiver, sender]
@@ -229,7 +252,7 @@ async def test_dead_process_lease_expires(shared_nats: None, prefix: str, layers
     try:
         assert child.stdout is not None
         process_id = (await asyncio.wait_for(child.stdout.readline(), 30)).decode().strip()
-        sender = build_layer("nats", config)
+        sender: Any = build_layer("nats", config)
         layers.append(sender)
         published = count_publishes(sender)
         await sender.group_send("room", {"type": "m"})

@@ -66,8 +66,7 @@ def proxy(nginx: str, tmp_path: Path, prefix: str) -> Iterator[tuple[str, str]]:
 async def test_message_crosses_replicas_through_the_proxy(proxy: tuple[str, str]) -> None:
     url, token = proxy
     ws_url = url.replace("http", "ws") + "/ws"
-    origin = {"origin": url}
-    first, second = await clients_on_distinct_workers(ws_url, [token, token], **origin)
+    first, second = await clients_on_distinct_workers(ws_url, [token, token], origin=url)
     assert first.worker != second.worker
     await first.join("edge")
     await second.join("edge")

@@ -310,32 +310,36 @@ class NATSChannelLayer(BaseChannelLayer):
             self._ensured = True
 
     async def _add_stream(self, js: Any, config: Any) -> None:
-        try:
-            await js.add_stream(config)
-            return
-        except self._js_errors.BadRequestError as exc:
-            # 10058: already in use with another configuration; 10065: subjects overlap, which is also what
-            # a concurrent creation of the same stream by another process answers
-            if exc.err_code not in (10058, 10065):
-                raise ConfigurationError(f"NATS refused stream {config.name!r}: {exc.description}") from exc
-            if exc.err_code == 10065:
-                try:
-                    await js.stream_info(config.name)
-                except self._js_errors.NotFoundError:
+        """Create one stream. A concurrent creation by another layer answers 10058 or 10065 although the
+        configurations agree; only a difference in the fields this layer sets is a ConfigurationError."""
+        for attempt in range(5):
+            try:
+                await js.add_stream(config)
+                return
+            except self._js_errors.BadRequestError as exc:
+                # 10058: name already in use with another configuration; 10065: subjects overlap
+                if exc.err_code not in (10058, 10065):
                     raise ConfigurationError(f"NATS refused stream {config.name!r}: {exc.description}") from exc
-        except (self._errors.TimeoutError, self._errors.NoRespondersError,
-                self._js_errors.ServiceUnavailableError) as exc:
-            raise BrokerUnavailable(f"NATS JetStream did not answer creating stream {config.name!r}: {exc!r}") from exc
-        existing = (await js.stream_info(config.name)).config
-        fields = ("subjects", "retention", "discard", "discard_new_per_subject", "max_msgs_per_subject", "max_age",
-                  "storage", "num_replicas", "duplicate_window", "allow_direct", "deny_delete", "allow_rollup_hdrs")
-        diff = [f"{f}={getattr(existing, f)!r} (wanted {getattr(config, f)!r})"
-                for f in fields if getattr(config, f) is not None and getattr(existing, f) != getattr(config, f)]
-        raise ConfigurationError(
-            f"NATS stream {config.name!r} exists with a different configuration: {'; '.join(diff) or 'other fields'}."
-            " Align CONFIG (capacity, inbox_capacity, expiry, group_expiry, replicas) with the running layers,"
-            " or delete the stream (nats stream rm) so it is recreated."
-        )
+                refusal = exc.description
+            except (self._errors.TimeoutError, self._errors.NoRespondersError,
+                    self._js_errors.ServiceUnavailableError) as exc:
+                raise BrokerUnavailable(f"NATS JetStream did not answer creating {config.name!r}: {exc!r}") from exc
+            try:
+                existing = (await js.stream_info(config.name)).config
+            except self._js_errors.NotFoundError:
+                existing = config  # not there yet (another layer is creating it) or other subjects overlap
+            fields = ("subjects", "retention", "discard", "discard_new_per_subject", "max_msgs_per_subject", "max_age",
+                      "storage", "num_replicas", "duplicate_window", "allow_direct", "deny_delete", "allow_rollup_hdrs")
+            diff = [f"{f}={getattr(existing, f)!r} (wanted {getattr(config, f)!r})"
+                    for f in fields if getattr(config, f) is not None and getattr(existing, f) != getattr(config, f)]
+            if diff:
+                raise ConfigurationError(
+                    f"NATS stream {config.name!r} exists with a different configuration: {'; '.join(diff)}."
+                    " Align CONFIG (capacity, inbox_capacity, expiry, group_expiry, replicas) with the running layers,"
+                    " or delete the stream (nats stream rm) so it is recreated."
+                )
+            await asyncio.sleep(0.05 * (attempt + 1))
+        raise ConfigurationError(f"NATS refused stream {config.name!r}: {refusal}")
 
     async def _stream_exists(self, name: str) -> str | None:
         """The stream's creation stamp, or None when it does not exist (never creates it)."""
