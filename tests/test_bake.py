@@ -6,6 +6,7 @@ the second runs the baked projects' own test suites: once per backend, and the w
 
 from __future__ import annotations
 
+import ast
 import itertools
 import os
 import re
@@ -15,21 +16,29 @@ import tokenize
 import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from .conftest import TEMPLATE, Bake
+from .conftest import ROOT, TEMPLATE, Bake
 
 LAYERS = ("inmemory", "redis", "rabbitmq", "nats", "postgresql")
 BROKERS = LAYERS[1:]
-JUNK = (
-    "__pycache__",
-    ".pytest_cache",
-    ".mypy_cache",
-    ".ruff_cache",
-    "*.egg-info",
-    "test-results",
-)
+
+
+def hook_constant(name: str) -> Any:
+    """A literal constant of the post-generation hook (a Jinja template, so it cannot be imported)."""
+    tree = ast.parse((ROOT / "hooks" / "post_gen_project.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign | ast.Assign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets) and node.value:
+                return ast.literal_eval(node.value)
+    raise LookupError(name)
+
+
+JUNK: tuple[str, ...] = hook_constant("JUNK")
+
 UNRENDERED = re.compile(
     r"\{\{\s*cookiecutter|(\{%-?|^\s*#%)\s*(if|elif|else|endif|for|endfor|set|raw)\b",
     re.MULTILINE,
@@ -58,7 +67,8 @@ COMBOS = combinations()
 
 
 def combo_id(combo: dict[str, str]) -> str:
-    return f"{combo['channel_layer']}-celery_{combo['use_celery']}-keep_{combo['keep_all_backends']}-w{combo['web_workers']}"
+    celery, keep = combo["use_celery"], combo["keep_all_backends"]
+    return f"{combo['channel_layer']}-celery_{celery}-keep_{keep}-w{combo['web_workers']}"
 
 
 def pruned_patterns(combo: dict[str, str]) -> list[str]:

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     idle_timeout_seconds: float = Field(60.0, gt=0)
     presence_interval_seconds: float = Field(5.0, gt=0)
     send_queue_size: int = Field(256, gt=0)
+    #: Frames queued for a busy socket leave as one JSON array of up to this many (1: one frame each).
+    send_batch_frames: int = Field(64, gt=0)
     log_level: str = "INFO"
     log_json: bool | None = None  # default: JSON in production
 

@@ -23,6 +23,7 @@ import msgpack
 from .exceptions import ChannelFull, ConfigurationError, LayerClosed
 from .names import is_process_local, process_of, validate_channel, validate_group
 from .serialization import Serializer, validate_message
+from .tasks import cancel_and_wait
 
 logger = logging.getLogger("app.channels")
 
@@ -172,11 +173,7 @@ class BaseChannelLayer(ABC):
         if self._closed:
             return
         self._closed = True
-        tasks = [t for t in (self._inbox_task, self._refresh_task, *self._named_fetchers.values()) if t]
-        for task in tasks:
-            task.cancel()
-        if tasks:  # bounded: a client library that swallows a cancellation must not hang close()
-            await asyncio.wait(tasks, timeout=5)
+        await cancel_and_wait([self._inbox_task, self._refresh_task, *self._named_fetchers.values()])
         await self._close()
 
     @property

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .base import BaseChannelLayer
+from .tasks import cancel_and_wait
 
 logger = logging.getLogger("app.channels.consumer")
 
@@ -60,12 +61,14 @@ class AsyncWebSocketConsumer:
     groups: ClassVar[list[str]] = []
     #: Outgoing frames queued per connection before it counts as a slow consumer.
     send_queue_size: ClassVar[int] = 256
+    #: Most queued text frames sent as one (``join_texts``) when a socket falls behind; 1: never.
+    batch_frames: ClassVar[int] = 1
 
     def __init__(self, layer: BaseChannelLayer | None = None) -> None:
         self.channel_layer = layer
         self.channel_name = ""
         self.joined_groups: set[str] = set()
-        self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(self.send_queue_size)
+        self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.send_queue_size)
         self._closing = False
         self._dropped = False
         self._reader: asyncio.Task[int] | None = None
@@ -95,11 +98,7 @@ class AsyncWebSocketConsumer:
                 raise
             close_code = CLOSE_SLOW_CONSUMER
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait(tasks)
             await self._leave_all()
             with contextlib.suppress(Exception):
                 await self.disconnect(close_code)
@@ -199,11 +198,26 @@ class AsyncWebSocketConsumer:
         if self._reader is not None:
             self._reader.cancel()
 
+    def join_texts(self, texts: list[str]) -> str:
+        """One text frame carrying several queued ones (``batch_frames`` > 1 needs an override)."""
+        raise NotImplementedError
+
     async def _write(self) -> None:
+        """Send queued frames in order. Text frames that queued up while the socket was busy leave
+        as one frame (one write, one syscall) when ``batch_frames`` allows it."""
+        held: dict[str, Any] | None = None
         while True:
-            frame = await self._outbox.get()
-            if frame is None:
-                return
+            frame, held = held or await self._outbox.get(), None
+            if self.batch_frames > 1 and frame.get("text") is not None and not self._outbox.empty():
+                texts = [frame["text"]]
+                while len(texts) < self.batch_frames and not self._outbox.empty():
+                    following = self._outbox.get_nowait()
+                    if following.get("text") is None:
+                        held = following
+                        break
+                    texts.append(following["text"])
+                if len(texts) > 1:
+                    frame = {"type": "websocket.send", "text": self.join_texts(texts)}
             await self.websocket.send(frame)
             if frame["type"] == "websocket.close":
                 return
@@ -262,6 +276,10 @@ class AsyncJsonWebSocketConsumer(AsyncWebSocketConsumer):
 
     async def send_json(self, content: Any) -> None:
         await self.send(text_data=self.encode_json(content))
+
+    def join_texts(self, texts: list[str]) -> str:
+        """A JSON array of the queued documents, in order (a client unpacks a top-level array)."""
+        return f"[{','.join(texts)}]"
 
     @classmethod
     def encode_json(cls, content: Any) -> str:

@@ -38,6 +38,7 @@ MAX_ROOMS_PER_CONNECTION = 20
 class ChatConsumer(AsyncJsonWebSocketConsumer):
     def __init__(self, service: ChatService) -> None:
         self.send_queue_size = service.settings.send_queue_size  # type: ignore[misc]
+        self.batch_frames = service.settings.send_batch_frames  # type: ignore[misc]
         super().__init__(service.layer)
         self.service = service
         self.settings = service.settings

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..channels import BaseChannelLayer
+from ..channels.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +45,7 @@ class Presence:
         )
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self._tasks)
         if self.local and not self.layer.closed:
             self.local.clear()
             with contextlib.suppress(Exception):

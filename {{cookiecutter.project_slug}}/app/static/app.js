@@ -78,8 +78,9 @@ function connect() {
   state.socket = socket;
   socket.onopen = () => { setStatus("connecting"); };
   socket.onmessage = (event) => {
-    if (typeof event.data === "string") handle(JSON.parse(event.data));
-    else receiveBinary(event.data);
+    if (typeof event.data !== "string") return receiveBinary(event.data);
+    const data = JSON.parse(event.data);  // an array: frames the server queued while this socket was busy
+    for (const frame of Array.isArray(data) ? data : [data]) handle(frame);
   };
   socket.onclose = (event) => {
     if (state.socket !== socket) return;

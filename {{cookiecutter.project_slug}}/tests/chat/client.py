@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -13,19 +14,30 @@ from websockets.asyncio.client import ClientConnection
 Frame = dict[str, Any]
 
 
+def unpack(raw: str | bytes) -> list[Frame | bytes]:
+    """The frames in one WebSocket message: a JSON array holds frames queued while the socket was busy."""
+    if isinstance(raw, bytes):
+        return [raw]
+    data = json.loads(raw)
+    return data if isinstance(data, list) else [data]
+
+
 class ChatClient:
     def __init__(self, connection: ClientConnection, welcome: Frame) -> None:
         self.connection = connection
         self.welcome = welcome
         self.worker = str(welcome.get("worker"))
         self.seen: list[Frame | bytes] = []
+        self._unread: deque[Frame | bytes] = deque()
 
     @classmethod
     async def connect(cls, ws_url: str, token: str, **kwargs: Any) -> ChatClient:
         connection = await websockets.connect(f"{ws_url}?token={token}", open_timeout=10, **kwargs)
-        welcome = json.loads(await asyncio.wait_for(connection.recv(), 10))
-        assert welcome["type"] == "welcome", welcome
-        return cls(connection, welcome)
+        welcome, *rest = unpack(await asyncio.wait_for(connection.recv(), 10))
+        assert isinstance(welcome, dict) and welcome["type"] == "welcome", welcome
+        client = cls(connection, welcome)
+        client._unread.extend(rest)
+        return client
 
     async def send(self, **frame: Any) -> None:
         await self.connection.send(json.dumps(frame))
@@ -34,8 +46,7 @@ class ChatClient:
         """The next frame of ``kind`` that matches; other frames are kept in ``seen``."""
         async with asyncio.timeout(timeout):
             while True:
-                raw = await self.connection.recv()
-                frame: Frame | bytes = raw if isinstance(raw, bytes) else json.loads(raw)
+                frame = await self.next_frame()
                 self.seen.append(frame)
                 if isinstance(frame, dict) and frame.get("type") == kind and match(frame):
                     return frame
@@ -43,10 +54,15 @@ class ChatClient:
     async def expect_bytes(self, timeout: float = 10) -> bytes:
         async with asyncio.timeout(timeout):
             while True:
-                raw = await self.connection.recv()
-                if isinstance(raw, bytes):
-                    return raw
-                self.seen.append(json.loads(raw))
+                frame = await self.next_frame()
+                if isinstance(frame, bytes):
+                    return frame
+                self.seen.append(frame)
+
+    async def next_frame(self) -> Frame | bytes:
+        if not self._unread:
+            self._unread.extend(unpack(await self.connection.recv()))
+        return self._unread.popleft()
 
     async def join(self, room: str) -> Frame:
         await self.send(type="join", room=room)

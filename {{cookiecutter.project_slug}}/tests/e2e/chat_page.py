@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from typing import Any
 
 from playwright.sync_api import BrowserContext, Locator, Page, WebSocket, expect
 
+from ..chat.client import unpack
 from ..live_server import LiveServer
 
 #: Runs before the page's own script on every load: records each status badge state and banner text the
@@ -67,7 +67,7 @@ class ChatPage:
 
     def _on_frame(self, payload: str | bytes) -> None:
         if isinstance(payload, str):
-            self.frames.append(json.loads(payload))
+            self.frames.extend(unpack(payload))  # type: ignore[arg-type]
         else:
             self.frames.append({"type": "<binary>", "size": len(payload)})
 

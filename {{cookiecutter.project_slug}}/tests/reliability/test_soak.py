@@ -24,6 +24,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from ..brokers import distributed_backends, require_broker
+from ..chat.client import unpack
 from ..live_server import LiveServer, live_server, service_env
 from .procstats import open_fds, rss_bytes, tcp_sockets
 from .report import report
@@ -50,16 +51,18 @@ class Member:
     async def _read(self) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
             async for raw in self.connection:
-                frame = json.loads(raw)
-                if frame["type"] == "message":
-                    self.got[frame["text"]] += 1
-                elif frame["type"] == "joined":
-                    self.joined.set()
+                for frame in unpack(raw):
+                    assert isinstance(frame, dict)
+                    if frame["type"] == "message":
+                        self.got[frame["text"]] += 1
+                    elif frame["type"] == "joined":
+                        self.joined.set()
 
 
 async def _connect(server: LiveServer, index: int, token: str) -> Member:
     connection = await websockets.connect(f"{server.ws_url}?token={token}", open_timeout=60, ping_interval=None)
-    welcome = json.loads(await asyncio.wait_for(connection.recv(), 60))
+    welcome = unpack(await asyncio.wait_for(connection.recv(), 60))[0]
+    assert isinstance(welcome, dict)
     member = Member(f"u{index}", f"soak{index // ROOM_SIZE}", connection, str(welcome["worker"]))
     await connection.send(json.dumps({"type": "join", "room": member.room}))
     return member

@@ -43,6 +43,7 @@ from pydantic_settings import BaseSettings
 from ..base import BaseChannelLayer
 from ..exceptions import BrokerUnavailable, ChannelFull, ChannelLayerError, ConfigurationError
 from ..names import is_process_local, process_of
+from ..tasks import cancel_and_wait
 from . import import_client
 
 logger = logging.getLogger("app.channels.nats")
@@ -773,11 +774,7 @@ class NATSChannelLayer(BaseChannelLayer):
                 await state[1].unsubscribe()
 
     async def _close(self) -> None:
-        for task in self._watch_tasks:
-            task.cancel()
-        for task in self._watch_tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self._watch_tasks)
         nc = self._nc
         if nc is None:
             return

@@ -41,6 +41,7 @@ from ..base import BaseChannelLayer
 from ..batching import AutoBatch
 from ..exceptions import BrokerUnavailable, ChannelFull, ConfigurationError
 from ..names import is_process_local, process_of
+from ..tasks import cancel_and_wait
 from . import import_client
 
 logger = logging.getLogger("app.channels")
@@ -647,11 +648,7 @@ class PostgreSQLChannelLayer(BaseChannelLayer):
 
     async def _close(self) -> None:
         self._sends.fail_pending(BrokerUnavailable("the channel layer closed before the message was sent"))
-        tasks = [task for task in (self._listen_task, self._prune_task) if task is not None]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=CONNECT_TIMEOUT)
+        await cancel_and_wait([self._listen_task, self._prune_task], timeout=CONNECT_TIMEOUT)
         pool, self._pool = self._pool, None
         if pool is None:
             return

@@ -59,6 +59,7 @@ from pydantic_settings import BaseSettings
 from ..base import BaseChannelLayer
 from ..exceptions import BrokerUnavailable, ChannelFull, ConfigurationError
 from ..names import is_process_local, process_of
+from ..tasks import cancel_and_wait
 from . import import_client
 
 if TYPE_CHECKING:
@@ -643,11 +644,7 @@ class RabbitMQChannelLayer(BaseChannelLayer):
             raise failures[0]
 
     async def _close(self) -> None:
-        for task in (self._reaper, self._acker):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        await cancel_and_wait([self._reaper, self._acker])
         connection, self._connection = self._connection, None
         self._consumers.clear()
         if connection is not None:

@@ -1,0 +1,63 @@
+"""The consumer's writer, driven through Starlette's WebSocket over a plain ASGI receive/send pair."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import MutableMapping
+from typing import Any, ClassVar
+
+import pytest
+from starlette.websockets import WebSocket
+
+from app.channels.consumer import AsyncJsonWebSocketConsumer
+
+
+class Burst(AsyncJsonWebSocketConsumer):
+    """Answers a frame with ``count`` text frames queued at once, a binary frame after the first ``split``."""
+
+    batch_frames: ClassVar[int] = 4
+
+    async def receive_json(self, content: Any) -> None:
+        for n in range(content["count"]):
+            await self.send_json({"n": n})
+            if n + 1 == content.get("split"):
+                await self.send(bytes_data=b"\x00binary")
+        await self.send_json({"done": True})
+
+
+async def converse(consumer: AsyncJsonWebSocketConsumer, request: dict[str, Any]) -> list[str | bytes]:
+    """Connect, send ``request``, and return every message the consumer sends up to ``{"done": true}``."""
+    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for event in ({"type": "websocket.connect"}, {"type": "websocket.receive", "text": json.dumps(request)}):
+        incoming.put_nowait(event)
+    sent: list[str | bytes] = []
+
+    async def send(event: MutableMapping[str, Any]) -> None:
+        if event["type"] == "websocket.send":
+            sent.append(event.get("text") or event["bytes"])
+            if '"done":true' in str(sent[-1]):
+                incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+
+    scope = {"type": "websocket", "path": "/ws", "headers": [], "query_string": b""}
+    await asyncio.wait_for(consumer(WebSocket(scope, incoming.get, send)), 10)
+    return sent
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+async def test_queued_text_frames_leave_in_order_batched_up_to_the_limit(batch: int) -> None:
+    consumer = Burst()
+    consumer.batch_frames = batch  # type: ignore[misc]
+    messages = await converse(consumer, {"count": 9})
+    frames: list[Any] = []
+    for message in messages:
+        data = json.loads(message)
+        frames += data if isinstance(data, list) else [data]
+    assert frames == [{"n": n} for n in range(9)] + [{"done": True}]
+    assert len(messages) == (10 if batch == 1 else 3)  # 4 + 4 + 2 queued frames
+    assert all(isinstance(json.loads(m), list) for m in messages) == (batch > 1)
+
+
+async def test_a_binary_frame_keeps_its_place_between_batches() -> None:
+    messages = await converse(Burst(), {"count": 5, "split": 3})
+    assert messages == ['[{"n":0},{"n":1},{"n":2}]', b"\x00binary", '[{"n":3},{"n":4},{"done":true}]']
