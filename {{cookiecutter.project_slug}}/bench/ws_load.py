@@ -44,8 +44,10 @@ if str(PROJECT) not in sys.path:
 REDIS_URL = os.environ.get("FASTAPI_WEBSOCKETS_REDIS_URL", "redis://127.0.0.1:6379/0")
 PEERS_PYTHON = os.environ.get("PEERS_PYTHON", "/work/.venv-peers/bin/python")
 IMPLS = ("ours", "socketio", "broadcaster")
-#: ``ours-nohistory``: ours with ``APP_HISTORY_SIZE=0`` (no Redis history write per message), a diagnostic row.
+#: Diagnostic rows: ours without the Redis history write per message, and without frame batching.
+DIAGNOSTICS = {"ours-nohistory": {"APP_HISTORY_SIZE": "0"}, "ours-nobatch": {"APP_SEND_BATCH_FRAMES": "1"}}
 LABELS = {"ours": "ours (redis)", "ours-nohistory": "ours (redis, history off)",
+          "ours-nobatch": "ours (redis, frame batching off)",
           "socketio": "python-socketio (AsyncRedisManager)", "broadcaster": "broadcaster (redis)"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -98,7 +100,7 @@ def start_server(impl: str, workers: int, prefix: str, peers_python: str) -> Ser
     if impl.startswith("ours"):
         from tests.live_server import service_env
 
-        extra = {"APP_HISTORY_SIZE": "0"} if impl == "ours-nohistory" else {}
+        extra = DIAGNOSTICS.get(impl, {})
         env = service_env("redis", prefix, WEB_CONCURRENCY=str(workers), BIND=bind, GRACEFUL_TIMEOUT="3",
                           APP_RATE_LIMIT_PER_SECOND="1000", APP_RATE_LIMIT_BURST="1000",
                           APP_IDLE_TIMEOUT_SECONDS="3600", APP_PRESENCE_INTERVAL_SECONDS="5", ACCESS_LOG="", **extra)

@@ -12,6 +12,7 @@ from ..channels.consumer import AsyncJsonWebSocketConsumer
 from ..metrics import CONNECTIONS, ERRORS, FRAMES_IN, FRAMES_OUT
 from .auth import InvalidToken, verify_token
 from .limits import TokenBucket
+from .presence import PresenceChange
 from .protocol import (
     Direct,
     InvalidFrame,
@@ -245,9 +246,10 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
         await self.send_json({"type": "announcement", "id": message.get("id"), "room": message.get("room"),
                               "text": message["text"], "ts": message.get("ts")})
 
-    async def _presence_changed(self, room: str, joined: set[str], left: set[str]) -> None:
-        await self.send_json({"type": "presence", "room": room, "joined": sorted(joined), "left": sorted(left),
-                              "members": sorted(self.service.presence.members(room))})
+    async def _presence_changed(self, change: PresenceChange) -> None:
+        text = self.service.encoded.get_or_make(change, lambda: self.encode_json(_presence_frame(change)))
+        FRAMES_OUT.inc("presence")
+        await self.send(text_data=text)
 
     async def send_json(self, content: Any) -> None:
         FRAMES_OUT.inc(str(content.get("type", "?")) if isinstance(content, dict) else "?")
@@ -257,3 +259,8 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
 def _message_frame(message: dict[str, Any]) -> dict[str, Any]:
     return {"type": "message", "id": message["id"], "room": message["room"], "from": message["from"],
             "text": message["text"], "ts": message["ts"]}
+
+
+def _presence_frame(change: PresenceChange) -> dict[str, Any]:
+    return {"type": "presence", "room": change.room, "joined": change.joined, "left": change.left,
+            "members": change.members}

@@ -4,6 +4,12 @@ Each worker counts its own connections per room and tells the group ``presence``
 room changes, plus a full snapshot every ``interval`` seconds. Every worker merges what it
 hears into a view of all workers; a worker that stops sending (it died) drops out after three
 intervals. A new worker asks the others for their snapshots when it starts.
+
+Watchers of a room hear of its changes at most once per ``notify_delay``, as one change made once
+for all of them: a room that 1,000 people join at once costs 1,000 frames, not a million. A watcher
+may have started (and seen the members) at any moment of that window, so a change names as left
+everyone who was there at any moment of it and is gone, and as joined everyone who was not there
+at some moment of it and is there now.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..channels import BaseChannelLayer
@@ -22,19 +29,33 @@ from ..channels.tasks import cancel_and_wait
 logger = logging.getLogger(__name__)
 
 GROUP = "presence"
-Watcher = Callable[[str, set[str], set[str]], Awaitable[None]]  # (room, joined, left)
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: one change, encoded once for all its watchers
+class PresenceChange:
+    room: str
+    joined: tuple[str, ...]
+    left: tuple[str, ...]
+    members: tuple[str, ...]
+
+
+Watcher = Callable[[PresenceChange], Awaitable[None]]
 
 
 class Presence:
-    def __init__(self, layer: BaseChannelLayer, worker_id: str, interval: float = 5.0) -> None:
+    def __init__(self, layer: BaseChannelLayer, worker_id: str, interval: float = 5.0,
+                 notify_delay: float = 0.1) -> None:
         self.layer = layer
         self.worker_id = worker_id
         self.interval = interval
+        self.notify_delay = notify_delay
         self.local: dict[str, Counter[str]] = {}
         self.remote: dict[str, tuple[float, dict[str, list[str]]]] = {}
         self.watchers: dict[str, set[Watcher]] = {}
         self.channel = ""
         self._tasks: list[asyncio.Task[None]] = []
+        self._unnotified: dict[str, tuple[set[str], set[str]]] = {}  # room -> members (at any, at every) moment
+        self._notifier: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.channel = await self.layer.new_channel("presence")
@@ -45,7 +66,7 @@ class Presence:
         )
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._tasks)
+        await cancel_and_wait([*self._tasks, self._notifier])
         if self.local and not self.layer.closed:
             self.local.clear()
             with contextlib.suppress(Exception):
@@ -96,7 +117,7 @@ class Presence:
             del counts[user]
         if not counts:
             del self.local[room]
-        await self._notify(room, before)
+        self._notify(room, before)
         users = sorted(self.local.get(room, ()))
         with contextlib.suppress(Exception):  # the heartbeat repeats it if the broker is briefly down
             await self.layer.group_send(
@@ -129,7 +150,7 @@ class Presence:
                 del self.remote[worker]
                 logger.info("presence: worker %s went silent; dropping its %d rooms", worker, len(rooms))
                 for room, before in befores.items():
-                    await self._notify(room, before)
+                    self._notify(room, before)
 
     async def _listen(self) -> None:
         while True:
@@ -158,14 +179,34 @@ class Presence:
         befores = {room: self.members(room) for room in set(rooms) | set(new_rooms)}
         self.remote[worker] = (time.monotonic() + 3 * self.interval, new_rooms)
         for room, before in befores.items():
-            await self._notify(room, before)
+            self._notify(room, before)
 
-    async def _notify(self, room: str, before: set[str]) -> None:
-        after = self.members(room)
-        if after == before:
-            return
-        for watcher in list(self.watchers.get(room, ())):
+    # ------------------------------------------------------------------ telling watchers
+
+    def _notify(self, room: str, before: set[str]) -> None:
+        """``room`` may have changed from ``before``; its watchers hear of it within ``notify_delay``."""
+        ever, always = self._unnotified.get(room, (before, before))
+        self._unnotified[room] = (ever | before, always & before)
+        if self._notifier is None:
+            self._notifier = asyncio.create_task(self._tell_watchers())
+
+    async def _tell_watchers(self) -> None:
+        try:
+            while self._unnotified:
+                await asyncio.sleep(self.notify_delay)
+                unnotified, self._unnotified = self._unnotified, {}
+                for room, (ever, always) in unnotified.items():
+                    after = self.members(room)
+                    joined, left = after - always, ever - after
+                    if joined or left:
+                        await self._tell(PresenceChange(room, tuple(sorted(joined)), tuple(sorted(left)),
+                                                        tuple(sorted(after))))
+        finally:
+            self._notifier = None
+
+    async def _tell(self, change: PresenceChange) -> None:
+        for watcher in list(self.watchers.get(change.room, ())):
             try:
-                await watcher(room, after - before, before - after)
+                await watcher(change)
             except Exception:
                 logger.exception("presence watcher failed")
