@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -41,7 +43,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Chat", lifespan=lifespan, docs_url="/docs")
     app.include_router(router)
-    if (STATIC.parent / "worker").is_dir(): app.include_router(__import__("app.worker.api").worker.api.router)  # noqa: E701 Celery jobs API
+    if importlib.util.find_spec(".worker", __package__):  # the Celery jobs API (use_celery=yes)
+        app.include_router(importlib.import_module(".worker.api", __package__).router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

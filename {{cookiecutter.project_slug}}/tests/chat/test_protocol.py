@@ -187,3 +187,5 @@ def test_openapi_lists_the_api(tmp_path: Path) -> None:
     paths = create_app(Settings(secret_key=TEST_SECRET)).openapi()["paths"]
     assert {"/api/login", "/api/rooms", "/api/rooms/{room}/messages", "/api/users/{username}/notify",
             "/healthz", "/readyz", "/metrics"} <= set(paths)
+    has_jobs = (Path(__file__).parents[2] / "app" / "worker").is_dir()  # generated with use_celery=yes
+    assert ("/api/jobs/announce" in paths) == has_jobs
