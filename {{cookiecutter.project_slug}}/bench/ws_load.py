@@ -426,6 +426,38 @@ def verdict(results: list[Result]) -> str:
             f"throughput {rate:.2f}x, p99 {p99:.2f}x{over}.")
 
 
+def plot(results: list[Result], path: Path) -> Path | None:
+    """Delivered msgs/s and p99 per implementation, one bar per run (lossy runs hatched)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    impls = list(dict.fromkeys(r.impl for r in results))
+    runs = sorted({r.run for r in results})
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    width = 0.8 / len(runs)
+    for axis, metric, title in ((axes[0], "rate", "delivered msgs/s (higher is better)"),
+                                (axes[1], "p99_ms", "p99 latency, ms (lower is better)")):
+        for n, run in enumerate(runs):
+            for x, impl in enumerate(impls):
+                row = next((r for r in results if r.impl == impl and r.run == run), None)
+                if row is not None:
+                    axis.bar(x + (n - (len(runs) - 1) / 2) * width, getattr(row, metric), width, color=f"C{x}",
+                             hatch="//" if row.lost or row.dup else None, edgecolor="black", linewidth=0.5)
+        axis.set_xticks(range(len(impls)), [LABELS.get(i, i).replace(" (", "\n(") for i in impls], fontsize=8)
+        axis.set_title(title)
+        axis.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{results[0].clients:,} clients, {results[0].rooms} rooms, {results[0].workers} workers, Redis; "
+                 f"{len(runs)} run(s) side by side; hatched: lost messages")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--impl", default=",".join(IMPLS))
@@ -478,6 +510,9 @@ def main() -> None:
         ]
         if args.note:
             doc += [args.note, ""]
+        picture = plot(results, Path(args.out).with_suffix(".png"))
+        if picture is not None:
+            doc += [f"![delivered msgs/s and p99 per implementation and run]({picture.name})", ""]
         Path(args.out).write_text("\n".join(doc))
 
 

@@ -6,9 +6,12 @@ member of its room exactly once. It needs no peer virtualenv.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 
-from bench.ws_load import Result, run_case, table, verdict
+from bench.ws_load import Result, plot, run_case, table, verdict
 
 from ..brokers import require_broker
 
@@ -35,3 +38,14 @@ def test_the_verdict_takes_the_median_of_the_runs() -> None:
     assert "| 20 |" in table(rows)  # server CPU µs per delivery: 0.02 s / 1000
     rows[0].lost = 1
     assert "**not met**" in verdict(rows)
+
+
+def test_the_plot_is_a_png_when_matplotlib_is_there(tmp_path: Path) -> None:
+    cases = (("ours", 300.0, 0), ("socketio", 100.0, 0), ("broadcaster", 90.0, 5))
+    rows = [Result(impl, 10, 2, 1, delivered=100, rate=rate, p99_ms=9.0, lost=lost, run=run)
+            for run in (1, 2) for impl, rate, lost in cases]
+    written = plot(rows, tmp_path / "ws_load.png")
+    if importlib.util.find_spec("matplotlib") is None:  # the dev extra draws it
+        assert written is None
+    else:
+        assert written is not None and written.read_bytes().startswith(b"\x89PNG")
