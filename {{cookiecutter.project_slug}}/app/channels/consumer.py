@@ -65,6 +65,8 @@ class AsyncWebSocketConsumer:
     batch_frames: ClassVar[int] = 1
 
     def __init__(self, layer: BaseChannelLayer | None = None) -> None:
+        if self.batch_frames > 1 and type(self).join_texts is AsyncWebSocketConsumer.join_texts:
+            raise TypeError(f"{type(self).__name__}: batch_frames > 1 needs a join_texts() that frames a batch")
         self.channel_layer = layer
         self.channel_name = ""
         self.joined_groups: set[str] = set()
@@ -199,7 +201,7 @@ class AsyncWebSocketConsumer:
             self._reader.cancel()
 
     def join_texts(self, texts: list[str]) -> str:
-        """One text frame carrying several queued ones (``batch_frames`` > 1 needs an override)."""
+        """One text frame carrying several queued ones: how is the protocol's choice (see the JSON consumer)."""
         raise NotImplementedError
 
     async def _write(self) -> None:

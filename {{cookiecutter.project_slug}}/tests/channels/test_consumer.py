@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import pytest
 from starlette.websockets import WebSocket
 
-from app.channels.consumer import AsyncJsonWebSocketConsumer
+from app.channels.consumer import AsyncJsonWebSocketConsumer, AsyncWebSocketConsumer
 
 
 class Burst(AsyncJsonWebSocketConsumer):
@@ -61,3 +61,11 @@ async def test_queued_text_frames_leave_in_order_batched_up_to_the_limit(batch: 
 async def test_a_binary_frame_keeps_its_place_between_batches() -> None:
     messages = await converse(Burst(), {"count": 5, "split": 3})
     assert messages == ['[{"n":0},{"n":1},{"n":2}]', b"\x00binary", '[{"n":3},{"n":4},{"done":true}]']
+
+
+def test_batching_without_a_batch_framing_is_refused_up_front() -> None:
+    class PlainText(AsyncWebSocketConsumer):
+        batch_frames: ClassVar[int] = 8
+
+    with pytest.raises(TypeError, match="join_texts"):
+        PlainText()
