@@ -264,21 +264,30 @@ class BaseChannelLayer(ABC):
         """
         deadline = time.monotonic() + PARK_WAIT
         while self._parked:
-            channel, message = self._parked[0]
-            queue = self._local.get(channel)
-            if queue is not None and queue.full():
-                if time.monotonic() < deadline:
-                    await asyncio.sleep(0.005)
-                    continue
-                queue = None
-            self._parked.popleft()
-            self._parked_channels[channel] -= 1
-            if not self._parked_channels[channel]:
-                del self._parked_channels[channel]
-            if queue is None:
+            channel, message = self._parked.popleft()
+            if not await self._put_waiting(channel, message, deadline - time.monotonic()):
                 self.dropped += 1
+            left = self._parked_channels[channel] - 1  # a flush() meanwhile cleared them all
+            if left > 0:
+                self._parked_channels[channel] = left
             else:
-                queue.put_nowait(message)
+                self._parked_channels.pop(channel, None)
+
+    async def _put_waiting(self, channel: str, message: dict[str, Any], timeout: float) -> bool:
+        """Put ``message`` on a local channel, waiting up to ``timeout`` seconds for room."""
+        queue = self._local.get(channel)
+        if queue is None:
+            return False
+        if not queue.full():
+            queue.put_nowait(message)
+            return True
+        if timeout <= 0:
+            return False
+        try:
+            await asyncio.wait_for(queue.put(message), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def _ensure_tasks(self) -> None:
         if self._inbox_task is None:

@@ -25,7 +25,9 @@ from .protocol import (
     Typing,
     Who,
     error_frame,
+    message_frame,
     parse_client_frame,
+    presence_frame,
 )
 from .recent import Recent
 from .service import ChatService, room_group, user_group
@@ -169,7 +171,7 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
         self.active_room = room
         await self.send_json({"type": "joined", "room": room,
                               "members": sorted(self.service.presence.members(room)),
-                              "history": [_message_frame(m) for m in await self.service.history.recent(room)]})
+                              "history": [message_frame(m) for m in await self.service.history.recent(room)]})
 
     async def on_leave(self, frame: Leave) -> None:
         room = frame.room
@@ -219,7 +221,7 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
     async def chat_message(self, message: dict[str, Any]) -> None:
         self.service.history.on_delivered(message["room"], message)
         # every member of the room in this process gets the same text: encode it once
-        text = self.service.encoded.get_or_make(message["id"], lambda: self.encode_json(_message_frame(message)))
+        text = self.service.encoded.get_or_make(message["id"], lambda: self.encode_json(message_frame(message)))
         FRAMES_OUT.inc("message")
         await self.send(text_data=text)
 
@@ -247,20 +249,10 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
                               "text": message["text"], "ts": message.get("ts")})
 
     async def _presence_changed(self, change: PresenceChange) -> None:
-        text = self.service.encoded.get_or_make(change, lambda: self.encode_json(_presence_frame(change)))
+        text = self.service.encoded.get_or_make(change, lambda: self.encode_json(presence_frame(change)))
         FRAMES_OUT.inc("presence")
         await self.send(text_data=text)
 
     async def send_json(self, content: Any) -> None:
         FRAMES_OUT.inc(str(content.get("type", "?")) if isinstance(content, dict) else "?")
         await super().send_json(content)
-
-
-def _message_frame(message: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "message", "id": message["id"], "room": message["room"], "from": message["from"],
-            "text": message["text"], "ts": message["ts"]}
-
-
-def _presence_frame(change: PresenceChange) -> dict[str, Any]:
-    return {"type": "presence", "room": change.room, "joined": change.joined, "left": change.left,
-            "members": change.members}

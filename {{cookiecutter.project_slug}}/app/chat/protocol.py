@@ -6,9 +6,12 @@ frame's shape is written down once (the README documents both directions).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+
+if TYPE_CHECKING:
+    from .presence import PresenceChange
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,32}$"
 RoomName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -90,3 +93,13 @@ def parse_client_frame(content: Any) -> ClientFrame:
 
 def error_frame(code: str, detail: str) -> dict[str, Any]:
     return {"type": "error", "code": code, "detail": detail}
+
+
+def message_frame(message: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "message", "id": message["id"], "room": message["room"], "from": message["from"],
+            "text": message["text"], "ts": message["ts"]}
+
+
+def presence_frame(change: PresenceChange) -> dict[str, Any]:
+    return {"type": "presence", "room": change.room, "joined": change.joined, "left": change.left,
+            "members": change.members}

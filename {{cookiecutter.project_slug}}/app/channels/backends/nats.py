@@ -47,6 +47,9 @@ from ..tasks import cancel_and_wait
 from . import import_client
 
 logger = logging.getLogger("app.channels.nats")
+#: The stream settings this layer chooses: an existing stream that differs in one is a ConfigurationError.
+_STREAM_FIELDS = ("subjects", "retention", "discard", "discard_new_per_subject", "max_msgs_per_subject", "max_age",
+                  "storage", "num_replicas", "duplicate_window", "allow_direct", "deny_delete", "allow_rollup_hdrs")
 
 _HEARTBEAT = 1.0  # idle heartbeat of outstanding pull requests
 _PULL_EXPIRES = 5.0  # lifetime of one pull request
@@ -329,10 +332,8 @@ class NATSChannelLayer(BaseChannelLayer):
                 existing = (await js.stream_info(config.name)).config
             except self._js_errors.NotFoundError:
                 existing = config  # not there yet (another layer is creating it) or other subjects overlap
-            fields = ("subjects", "retention", "discard", "discard_new_per_subject", "max_msgs_per_subject", "max_age",
-                      "storage", "num_replicas", "duplicate_window", "allow_direct", "deny_delete", "allow_rollup_hdrs")
-            diff = [f"{f}={getattr(existing, f)!r} (wanted {getattr(config, f)!r})"
-                    for f in fields if getattr(config, f) is not None and getattr(existing, f) != getattr(config, f)]
+            diff = [f"{f}={getattr(existing, f)!r} (wanted {getattr(config, f)!r})" for f in _STREAM_FIELDS
+                    if getattr(config, f) is not None and getattr(existing, f) != getattr(config, f)]
             if diff:
                 raise ConfigurationError(
                     f"NATS stream {config.name!r} exists with a different configuration: {'; '.join(diff)}."
