@@ -78,7 +78,7 @@ def pruned_patterns(combo: dict[str, str]) -> list[str]:
         for name in BROKERS:
             if name != combo["channel_layer"]:
                 patterns += [
-                    f"app/channels/backends/{name}.py",
+                    f"app/channels/backends/{name}/*",
                     f"tests/channels/test_{name}*.py",
                     f"tests/channels/{name}_*.py",
                     f"compose/{name}*.yaml",
@@ -128,10 +128,10 @@ def test_files_pruned_and_kept(baked: tuple[dict[str, str], Path]) -> None:
 def test_backends(baked: tuple[dict[str, str], Path]) -> None:
     combo, project = baked
     present = {
-        path.stem for path in (project / "app/channels/backends").glob("*.py")
+        path.name for path in (project / "app/channels/backends").iterdir() if path.is_dir()
     } & set(LAYERS)
     vendored = {
-        path.stem for path in (TEMPLATE / "app/channels/backends").glob("*.py")
+        path.name for path in (TEMPLATE / "app/channels/backends").iterdir() if path.is_dir()
     } & set(LAYERS)
     if combo["keep_all_backends"] == "yes":
         assert present == vendored
@@ -256,7 +256,7 @@ def run_suite(
 @pytest.mark.parametrize("layer", LAYERS)
 def test_backend_suite(layer: str, bake: Bake) -> None:
     """The conformance suite of a project pruned down to one backend (pruning left it whole)."""
-    if not (TEMPLATE / "app/channels/backends" / f"{layer}.py").exists():
+    if not (TEMPLATE / "app/channels/backends" / layer / "layer.py").exists():
         pytest.fail(f"the template has no {layer} backend")
     project = bake(
         channel_layer=layer,
@@ -290,6 +290,6 @@ def test_full_project_suite(bake: Bake) -> None:
     a real worker, the deploy topology behind nginx, browser tests in Chromium, reliability, and
     the benchmarks in short mode. Test files run in parallel (pytest-xdist), each in one process.
     """
-    project = bake(channel_layer="redis", use_celery="yes", web_workers="3")
+    project = bake(channel_layer="redis", use_celery="yes", web_workers="3", keep_all_backends="yes")
     # one rerun for timing-sensitive multi-process tests on a loaded 2-core machine; a rerun shows as R
     run_suite(project, "-q", "-rsR", "-n", "3", "--dist", "loadfile", "--reruns", "1", "--durations=20", timeout=2400)

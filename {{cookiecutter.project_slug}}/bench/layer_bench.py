@@ -395,7 +395,7 @@ async def run_impl(impl: str, sizes: Sizes, cases: set[str], peers_venv: Path, l
 
 def available_impls(peers_venv: Path) -> list[str]:
     """Ours on every backend file present now, the seed on every backend, the Django peers, the raw clients."""
-    ours = [f"ours:{name}" for name in ALL_BACKENDS if (BACKENDS_DIR / f"{name}.py").exists()]
+    ours = [f"ours:{name}" for name in ALL_BACKENDS if (BACKENDS_DIR / name / "layer.py").exists()]
     seed = [f"seed:{name}" for name in ALL_BACKENDS]
     return [*ours, *seed, *PEERS, *RAW]
 

@@ -23,7 +23,7 @@ URLS = {
 
 def installed_backends() -> list[str]:
     """The backends this project vendors (post-generation may remove some), narrowed by TEST_BACKENDS."""
-    present = [name for name in ALL_BACKENDS if (BACKENDS_DIR / f"{name}.py").exists()]
+    present = [name for name in ALL_BACKENDS if (BACKENDS_DIR / name / "layer.py").exists()]
     wanted = os.environ.get("TEST_BACKENDS")
     if wanted:
         present = [name for name in present if name in wanted.split(",")]

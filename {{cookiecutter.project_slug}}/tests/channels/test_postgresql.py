@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from app.channels import BackendNotInstalled, BrokerUnavailable, ChannelFull, ConfigurationError
-from app.channels.backends.postgresql import PostgreSQLChannelLayer
+from app.channels.backends.postgresql.layer import PostgreSQLChannelLayer
 from app.channels.config import build_layer, get_channel_layer_from_env
 
 from ..brokers import URLS, installed_backends, require_broker

@@ -222,7 +222,7 @@ async def test_hosts_spread_channels_and_groups_cross_them(two_servers: list[Red
 
 
 def _inbox_host(layer: BaseChannelLayer) -> int:
-    from app.channels.backends.redis import RedisChannelLayer, _tag
+    from app.channels.backends.redis.layer import RedisChannelLayer, _tag
 
     assert isinstance(layer, RedisChannelLayer)
     return RedisChannelLayer._ring(_tag(layer._inbox_key), len(layer._clients))
@@ -352,7 +352,7 @@ async def test_concurrent_sends_share_pipelines_and_fail_alone(make_layer: Facto
 
 
 def test_only_adjacent_sends_to_one_list_merge() -> None:
-    from app.channels.backends.redis import GROUP_SEND, SEND, SEND_MANY, _merge_sends, _split_results
+    from app.channels.backends.redis.layer import GROUP_SEND, SEND, SEND_MANY, _merge_sends, _split_results
 
     def send(key: str, payload: bytes) -> Any:
         return (SEND, [key], [b"0000000000001" + payload, 10, 5000, 1])

@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic_settings import BaseSettings
 
-from ..base import BaseChannelLayer
-from ..exceptions import ChannelFull
+from ...base import BaseChannelLayer
+from ...exceptions import ChannelFull
 
 
 class InMemoryEnv(BaseSettings):

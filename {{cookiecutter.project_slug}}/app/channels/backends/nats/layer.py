@@ -40,11 +40,11 @@ from typing import Any
 
 from pydantic_settings import BaseSettings
 
-from ..base import BaseChannelLayer
-from ..exceptions import BrokerUnavailable, ChannelFull, ChannelLayerError, ConfigurationError
-from ..names import is_process_local, process_of
-from ..tasks import cancel_and_wait
-from . import import_client
+from ...base import BaseChannelLayer
+from ...exceptions import BrokerUnavailable, ChannelFull, ChannelLayerError, ConfigurationError
+from ...names import is_process_local, process_of
+from ...tasks import cancel_and_wait
+from .. import import_client
 
 logger = logging.getLogger("app.channels.nats")
 #: The stream settings this layer chooses: an existing stream that differs in one is a ConfigurationError.

@@ -59,11 +59,11 @@ from urllib.parse import urlsplit
 import msgpack
 from pydantic_settings import BaseSettings
 
-from ..base import BaseChannelLayer
-from ..batching import AutoBatch
-from ..exceptions import BrokerUnavailable, ChannelFull, ConfigurationError
-from ..names import is_process_local, process_of
-from . import import_client
+from ...base import BaseChannelLayer
+from ...batching import AutoBatch
+from ...exceptions import BrokerUnavailable, ChannelFull, ConfigurationError
+from ...names import is_process_local, process_of
+from .. import import_client
 
 _PUSH_FN = r"""
 local function push(key, entry, cap, ttl, now)

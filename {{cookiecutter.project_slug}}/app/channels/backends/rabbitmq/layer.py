@@ -56,11 +56,11 @@ from urllib.parse import urlsplit
 
 from pydantic_settings import BaseSettings
 
-from ..base import BaseChannelLayer
-from ..exceptions import BrokerUnavailable, ChannelFull, ConfigurationError
-from ..names import is_process_local, process_of
-from ..tasks import cancel_and_wait
-from . import import_client
+from ...base import BaseChannelLayer
+from ...exceptions import BrokerUnavailable, ChannelFull, ConfigurationError
+from ...names import is_process_local, process_of
+from ...tasks import cancel_and_wait
+from .. import import_client
 
 if TYPE_CHECKING:
     import aiormq

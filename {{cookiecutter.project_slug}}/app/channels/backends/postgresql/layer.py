@@ -37,12 +37,12 @@ from typing import Any
 
 from pydantic_settings import BaseSettings
 
-from ..base import BaseChannelLayer
-from ..batching import AutoBatch
-from ..exceptions import BrokerUnavailable, ChannelFull, ConfigurationError
-from ..names import is_process_local, process_of
-from ..tasks import cancel_and_wait
-from . import import_client
+from ...base import BaseChannelLayer
+from ...batching import AutoBatch
+from ...exceptions import BrokerUnavailable, ChannelFull, ConfigurationError
+from ...names import is_process_local, process_of
+from ...tasks import cancel_and_wait
+from .. import import_client
 
 logger = logging.getLogger("app.channels")
 
