@@ -71,19 +71,18 @@ def combo_id(combo: dict[str, str]) -> str:
     return f"{combo['channel_layer']}-celery_{celery}-keep_{keep}-w{combo['web_workers']}"
 
 
+BACKEND_PATTERNS: tuple[str, ...] = hook_constant("BACKEND_PATTERNS")
+
+
 def pruned_patterns(combo: dict[str, str]) -> list[str]:
     """Template paths (relative to the project) the options remove."""
     patterns = []
     if combo["keep_all_backends"] == "no":
         for name in BROKERS:
             if name != combo["channel_layer"]:
-                patterns += [
-                    f"app/channels/backends/{name}/*",
-                    f"tests/channels/test_{name}*.py",
-                    f"tests/channels/{name}_*.py",
-                    f"compose/{name}*.yaml",
-                    f"requirements/*{name}*.txt",
-                ]
+                # a pattern naming a folder removes all below it
+                patterns += [pattern.format(name=name) for pattern in BACKEND_PATTERNS]
+                patterns += [f"{pattern.format(name=name)}/*" for pattern in BACKEND_PATTERNS]
     if combo["use_celery"] == "no":
         patterns += ["app/worker/*", "tests/celery/*", "*celery*"]
     return patterns

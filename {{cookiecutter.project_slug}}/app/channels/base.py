@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import msgpack
 
+from .broker import Backoff, require_positive
 from .exceptions import ChannelFull, ConfigurationError, LayerClosed
 from .names import is_process_local, process_of, validate_channel, validate_group
 from .serialization import Serializer, validate_message
@@ -30,6 +31,10 @@ logger = logging.getLogger("app.channels")
 DEFAULT_MAX_MESSAGE_SIZE = 2 * 1024 * 1024
 #: How long an inbox reader waits for a full local channel to make room before dropping for it.
 PARK_WAIT = 5.0
+#: A local channel holds ``(expires_at, message)``: expiry holds for what this process already took.
+_Entry = tuple[float, dict[str, Any]]
+#: Put on an empty local channel by close(): a receive() that gets it raises LayerClosed.
+_CLOSED: _Entry = (float("inf"), {})
 _CHANNEL_ENTRY = 0
 _GROUP_ENTRY = 1
 
@@ -54,21 +59,22 @@ class BaseChannelLayer(ABC):
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         symmetric_encryption_keys: Sequence[str | bytes] | None = None,
         channel_expiry: float | None = None,
+        receive_timeout: float = 1.0,
     ) -> None:
         self.prefix = validate_group(prefix)
         self.expiry = float(channel_expiry if channel_expiry is not None else expiry)
         self.group_expiry = float(group_expiry)
         self.capacity = int(capacity)
         self.inbox_capacity = int(inbox_capacity)
-        for key, value in (("expiry", self.expiry), ("group_expiry", self.group_expiry),
-                           ("capacity", self.capacity), ("inbox_capacity", self.inbox_capacity),
-                           ("max_message_size", max_message_size)):
-            if value <= 0:
-                raise ConfigurationError(f"{key} must be positive, got {value!r}")
+        #: How long one broker read of a named channel blocks before it is renewed (every backend).
+        self.receive_timeout = float(receive_timeout)
+        require_positive(expiry=self.expiry, group_expiry=self.group_expiry, capacity=self.capacity,
+                         inbox_capacity=self.inbox_capacity, max_message_size=max_message_size,
+                         receive_timeout=self.receive_timeout)
         self.serializer = Serializer(max_message_size, symmetric_encryption_keys)
         #: This process's id: the part of its channel names before ``!``.
         self.process_id = secrets.token_hex(8)
-        self._local: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._local: dict[str, asyncio.Queue[_Entry]] = {}
         self._local_groups: dict[str, dict[str, float]] = {}  # group -> {channel: expires_at}
         self._named_buffers: dict[str, asyncio.Queue[tuple[float, dict[str, Any]]]] = {}
         self._named_fetchers: dict[str, asyncio.Task[None]] = {}
@@ -76,7 +82,7 @@ class BaseChannelLayer(ABC):
         self._refresh_task: asyncio.Task[None] | None = None
         self._closed = False
         # Inbox deliveries that found their channel full wait here, in order, for _relieve().
-        self._parked: deque[tuple[str, dict[str, Any]]] = deque()
+        self._parked: deque[tuple[str, _Entry]] = deque()
         self._parked_channels: Counter[str] = Counter()
         #: Messages dropped because a local channel was full or unknown (for metrics).
         self.dropped = 0
@@ -91,7 +97,7 @@ class BaseChannelLayer(ABC):
             validate_channel(channel)
         data = self.serializer.dumps(validate_message(message), self.expiry)
         if local or (is_process_local(channel) and process_of(channel) == self.process_id):
-            self._put_local(channel, message, raise_full=True, data=data)
+            self._put_local(channel, self.serializer.loads(data), raise_full=True)
             return
         await self._send(channel, data)
 
@@ -99,15 +105,22 @@ class BaseChannelLayer(ABC):
         """Wait for the next message on ``channel``. Cancelling never loses a message."""
         self._check_open()
         queue = self._local.get(channel)
-        if queue is not None and self._inbox_task is not None:  # the hot path: a channel of this process
-            return await queue.get()
-        validate_channel(channel)
-        if is_process_local(channel):
+        if queue is None or self._inbox_task is None:  # the hot path is a channel of this process
+            validate_channel(channel)
+            if not is_process_local(channel):
+                return await self._receive_named_buffered(channel)
             if process_of(channel) != self.process_id:
                 raise ValueError(f"channel {channel!r} belongs to another process; receive it there")
             self._ensure_tasks()
-            return await self._local_queue(channel).get()
-        return await self._receive_named_buffered(channel)
+            queue = self._local_queue(channel)
+        while True:
+            entry = await queue.get()
+            if entry is _CLOSED:  # close() woke us: pass the wake-up on to the next waiter
+                queue.put_nowait(_CLOSED)
+                self._check_open()
+            if entry[0] >= time.time():
+                return entry[1]
+            self.dropped += 1  # it expired while it waited here
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """A new process-local channel name, readable only in this process."""
@@ -154,7 +167,7 @@ class BaseChannelLayer(ABC):
         data = self.serializer.dumps(validate_message(message), self.expiry)
         await self._group_send(group, data)
         if group in self._local_groups:  # this process's members: served here, like a local send
-            self._deliver_group_locally(group, self.serializer.loads(data)[1])
+            self._deliver_group_locally(group, self.serializer.loads(data))
 
     async def flush(self) -> None:
         """Delete every message and group of this layer's prefix (tests use it)."""
@@ -173,6 +186,9 @@ class BaseChannelLayer(ABC):
         if self._closed:
             return
         self._closed = True
+        for queue in self._local.values():  # wake receive() calls waiting on local channels
+            if queue.empty():
+                queue.put_nowait(_CLOSED)
         await cancel_and_wait([self._inbox_task, self._refresh_task, *self._named_fetchers.values()])
         await self._close()
 
@@ -192,20 +208,19 @@ class BaseChannelLayer(ABC):
         if self._closed:
             raise LayerClosed(f"{type(self).__name__} is closed; create a new layer")
 
-    def _local_queue(self, channel: str) -> asyncio.Queue[dict[str, Any]]:
+    def _local_queue(self, channel: str) -> asyncio.Queue[_Entry]:
         queue = self._local.get(channel)
         if queue is None:
             queue = self._local[channel] = asyncio.Queue(self.capacity)
         return queue
 
-    def _put_local(self, channel: str, message: dict[str, Any], *, raise_full: bool = False, data: bytes = b"",
-                   park: bool = False) -> None:
+    def _put_local(self, channel: str, entry: _Entry, *, raise_full: bool = False, park: bool = False) -> None:
         queue = self._local.get(channel)
         if queue is None:
             self.dropped += 1
             return
         if park and self.inbox_backpressure and (queue.full() or channel in self._parked_channels):
-            self._parked.append((channel, message))
+            self._parked.append((channel, entry))
             self._parked_channels[channel] += 1
             return
         if queue.full():
@@ -213,19 +228,21 @@ class BaseChannelLayer(ABC):
                 raise ChannelFull(f"channel {channel!r} is full ({self.capacity} messages)")
             self.dropped += 1
             return
-        # A sender in this process gets the same isolation as a remote one: a decoded copy.
-        queue.put_nowait(self.serializer.loads(data)[1] if data else message)
+        queue.put_nowait(entry)
 
-    def _deliver_group_locally(self, group: str, message: dict[str, Any], *, park: bool = False) -> None:
+    def _deliver_group_locally(self, group: str, entry: _Entry, *, park: bool = False) -> None:
+        """A copy of the decoded message to each local member (senders here get the isolation of
+        a remote one: every receiver has its own dict)."""
         members = self._local_groups.get(group)
         if not members:
             return
         now = time.time()
-        for channel, expires_at in list(members.items()):
-            if expires_at < now:
+        expires_at, message = entry
+        for channel, member_until in list(members.items()):
+            if member_until < now:
                 del members[channel]
                 continue
-            self._put_local(channel, dict(message), park=park)
+            self._put_local(channel, (expires_at, dict(message)), park=park)
 
     def _group_entry(self, group: str, data: bytes) -> bytes:
         """The inbox entry a backend delivers once per process for a group message."""
@@ -241,17 +258,17 @@ class BaseChannelLayer(ABC):
         """Hand one inbox entry to the local channels it is for. Never raises."""
         try:
             kind, name, data = msgpack.unpackb(entry, raw=False)
-            expires_at, message = self.serializer.loads(data)
+            entry = self.serializer.loads(data)
         except Exception:
             logger.exception("dropping an undecodable inbox entry")
             self.dropped += 1
             return
-        if expires_at < time.time():
+        if entry[0] < time.time():
             self.dropped += 1
         elif kind == _GROUP_ENTRY:
-            self._deliver_group_locally(name, message, park=True)
+            self._deliver_group_locally(name, entry, park=True)
         else:
-            self._put_local(name, message, park=True)
+            self._put_local(name, entry, park=True)
 
     async def _relieve(self) -> None:
         """Backpressure for inbox readers (``inbox_backpressure``): call between inbox batches.
@@ -264,8 +281,8 @@ class BaseChannelLayer(ABC):
         """
         deadline = time.monotonic() + PARK_WAIT
         while self._parked:
-            channel, message = self._parked.popleft()
-            if not await self._put_waiting(channel, message, deadline - time.monotonic()):
+            channel, entry = self._parked.popleft()
+            if not await self._put_waiting(channel, entry, deadline - time.monotonic()):
                 self.dropped += 1
             left = self._parked_channels[channel] - 1  # a flush() meanwhile cleared them all
             if left > 0:
@@ -273,18 +290,18 @@ class BaseChannelLayer(ABC):
             else:
                 self._parked_channels.pop(channel, None)
 
-    async def _put_waiting(self, channel: str, message: dict[str, Any], timeout: float) -> bool:
-        """Put ``message`` on a local channel, waiting up to ``timeout`` seconds for room."""
+    async def _put_waiting(self, channel: str, entry: _Entry, timeout: float) -> bool:
+        """Put ``entry`` on a local channel, waiting up to ``timeout`` seconds for room."""
         queue = self._local.get(channel)
         if queue is None:
             return False
         if not queue.full():
-            queue.put_nowait(message)
+            queue.put_nowait(entry)
             return True
         if timeout <= 0:
             return False
         try:
-            await asyncio.wait_for(queue.put(message), timeout)
+            await asyncio.wait_for(queue.put(entry), timeout)
         except TimeoutError:
             return False
         return True
@@ -298,7 +315,7 @@ class BaseChannelLayer(ABC):
         """Run ``run`` forever, restarting it with backoff when the broker fails."""
 
         async def loop() -> None:
-            delay = 0.05
+            backoff = Backoff()
             while not self._closed:
                 started = time.monotonic()
                 try:
@@ -308,10 +325,10 @@ class BaseChannelLayer(ABC):
                     raise
                 except Exception as exc:
                     if time.monotonic() - started > 10:
-                        delay = 0.05
+                        backoff.reset()
+                    delay = backoff.next()
                     logger.warning("%s %s failed (%s); retrying in %.2fs", type(self).__name__, what, exc, delay)
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
 
         return asyncio.get_running_loop().create_task(loop(), name=f"{type(self).__name__} {what}")
 

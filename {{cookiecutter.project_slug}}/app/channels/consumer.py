@@ -150,8 +150,15 @@ class AsyncWebSocketConsumer:
         await self.channel_layer.group_discard(group, self.channel_name)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        """Call the handler named after ``message["type"]``."""
-        name = str(message.get("type", "")).replace(".", "_")
+        """Call the handler named after ``message["type"]``; a message without one is logged and skipped."""
+        kind = message.get("type")
+        if not isinstance(kind, str):
+            logger.error(
+                "%s got a layer message without a str 'type' key (keys: %s); it cannot be dispatched",
+                type(self).__name__, ", ".join(map(repr, message)) or "none",
+            )
+            return
+        name = kind.replace(".", "_")
         handler = None if name.startswith("_") else getattr(self, name, None)
         if handler is None:
             logger.warning("%s has no handler for message type %r", type(self).__name__, message.get("type"))

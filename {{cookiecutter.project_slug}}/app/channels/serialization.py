@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -14,10 +14,12 @@ from .exceptions import BackendNotInstalled, InvalidMessage, MessageTooLarge, Se
 
 
 def validate_message(message: object) -> dict[str, Any]:
-    if not isinstance(message, dict):
+    """Any mapping is a message, as in Channels and the seed; ``type`` matters only to a consumer
+    that dispatches on it. Keys starting ``__asgi_`` are the layer's own."""
+    if not isinstance(message, Mapping):
         raise InvalidMessage(f"message must be a dict, not {type(message).__name__}")
-    if not isinstance(message.get("type"), str):
-        raise InvalidMessage(f"message needs a str 'type' key, got {message.get('type')!r}")
+    if not isinstance(message, dict):
+        message = dict(message)
     for key in message:
         if isinstance(key, str) and key.startswith("__asgi_"):
             raise InvalidMessage(f"message key {key!r} is reserved")

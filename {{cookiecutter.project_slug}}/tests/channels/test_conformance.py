@@ -284,3 +284,56 @@ async def test_many_concurrent_tasks(make_layer: LayerFactory, backend: str) -> 
 
     results = await asyncio.gather(*(receive_all(c) for c in channels), *(send_all(c) for c in channels))
     assert all(result == list(range(20)) for result in results[: len(channels)])
+
+
+# ---------------------------------------------------------------- the seed's permissive semantics
+
+
+async def test_any_dict_is_a_message(make_layer: LayerFactory, backend: str) -> None:
+    """Channels and the seed accept any dict: ``type`` matters only to a consumer that dispatches."""
+    receiver, sender = two_layers(make_layer, backend)
+    local = await receiver.new_channel()
+    await receiver.group_add("typeless", local)
+    await sender.send("test.typeless", {"text": "no type"})
+    await sender.send(local, {})
+    await sender.group_send("typeless", {"n": 1, "body": b"\x00"})
+    assert await receive(receiver, "test.typeless") == {"text": "no type"}
+    assert await receive(receiver, local) == {}
+    assert await receive(receiver, local) == {"n": 1, "body": b"\x00"}
+
+
+async def test_close_wakes_pending_receives(make_layer: LayerFactory) -> None:
+    layer = make_layer()
+    local = await layer.new_channel()
+    waiting = [asyncio.create_task(layer.receive(channel)) for channel in (local, local, "test.pending")]
+    await asyncio.sleep(0.3)
+    await asyncio.wait_for(layer.close(), TIMEOUT)
+    for task in waiting:  # every one of them, the two on one channel included
+        with pytest.raises(LayerClosed):
+            await asyncio.wait_for(task, TIMEOUT)
+
+
+async def test_a_received_message_frees_its_slot_at_once(make_layer: LayerFactory) -> None:
+    layer = make_layer(capacity=2)
+    for channel in ("test.slots", await layer.new_channel()):
+        for n in range(2):
+            await layer.send(channel, {"n": n})
+        with pytest.raises(ChannelFull):
+            await layer.send(channel, {"n": 2})
+        assert (await receive(layer, channel))["n"] == 0
+        await layer.send(channel, {"n": 2})  # takes the received one's slot, at once
+        assert [(await receive(layer, channel))["n"] for _ in range(2)] == [1, 2]
+
+
+async def test_expiry_holds_for_messages_already_in_the_process(make_layer: LayerFactory, backend: str) -> None:
+    """A message this process has taken from the broker but not handed out still expires."""
+    receiver = make_layer(expiry=1)
+    sender = receiver if backend == "inmemory" else make_layer(expiry=1)
+    local = await receiver.new_channel()
+    await receiver.group_add("expiring", local)
+    await sender.send(local, {"n": 1})
+    await sender.group_send("expiring", {"n": 2})
+    await asyncio.sleep(1.5)  # taken into this process's channel at once, expired there since
+    await assert_nothing(receiver, local)
+    await sender.send(local, {"n": 3})
+    assert (await receive(receiver, local))["n"] == 3

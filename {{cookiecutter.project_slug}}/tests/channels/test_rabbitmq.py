@@ -24,8 +24,8 @@ from .rabbitmq_node import PrivateRabbitMQ, available, free_port
 if "rabbitmq" not in installed_backends():  # not selected, or removed from the generated project
     pytest.skip("rabbitmq backend not selected", allow_module_level=True)
 
-from app.channels.backends import rabbitmq
 from app.channels.backends.rabbitmq import RabbitMQChannelLayer
+from app.channels.backends.rabbitmq import layer as rabbitmq
 
 WAIT = 10
 

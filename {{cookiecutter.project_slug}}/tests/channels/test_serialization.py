@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
+from types import MappingProxyType
 
 import pytest
 
@@ -26,10 +28,17 @@ def test_too_large_message_names_the_limit() -> None:
         Serializer(100).dumps({"type": "m", "body": b"x" * 200}, 60)
 
 
-@pytest.mark.parametrize("message", [None, [], "text", {"no": "type"}, {"type": 3}, {"type": "m", "__asgi_x": 1}])
+@pytest.mark.parametrize("message", [None, [], "text", b"bytes", {"type": "m", "__asgi_x": 1}])
 def test_invalid_messages(message: object) -> None:
     with pytest.raises(InvalidMessage):
         validate_message(message)
+
+
+@pytest.mark.parametrize("message", [{}, {"no": "type"}, {"type": 3}, MappingProxyType({"text": "hi"})])
+def test_any_mapping_is_a_message(message: Mapping[str, object]) -> None:
+    """As in Channels and the seed: ``type`` matters only where a consumer dispatches."""
+    validated = validate_message(message)
+    assert isinstance(validated, dict) and validated == dict(message)
 
 
 def test_encryption_with_rotating_keys() -> None:

@@ -1,0 +1,83 @@
+"""Chores every broker backend shares, written once: its environment model, value checks,
+error translation, password redaction and reconnect backoff.
+
+A backend package (``backends/<broker>/``) keeps only what is about its broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+from pydantic_settings import BaseSettings
+
+from .exceptions import BrokerUnavailable, ConfigurationError
+
+
+class BrokerEnv(BaseSettings):
+    """``FASTAPI_WEBSOCKETS_<BROKER>_*`` fields every backend reads, named like its CONFIG keys.
+
+    ``channel_expiry`` is the seed's name for ``expiry``; both are accepted. A backend subclasses
+    this with the fields of its own (``url``, ``servers``, ``dsn`` ...).
+    """
+
+    prefix: str | None = None
+    capacity: int | None = None
+    inbox_capacity: int | None = None
+    expiry: float | None = None
+    channel_expiry: float | None = None
+    group_expiry: float | None = None
+    receive_timeout: float | None = None
+    max_message_size: int | None = None
+
+
+def require_positive(**values: float | int | None) -> None:
+    """Raise ``ConfigurationError`` naming the first key whose value is not positive (``None`` passes)."""
+    for key, value in values.items():
+        if value is not None and not value > 0:
+            raise ConfigurationError(f"{key} must be positive, got {value!r}")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+        password, port = parts.password, parts.port
+    except ValueError:  # not a URL we can take apart: show nothing of it that could be a secret
+        return "<unparsable address>"
+    if not password:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{port}" if port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
+@contextlib.contextmanager
+def broker_errors(where: str, *errors: type[BaseException]) -> Iterator[None]:
+    """Turn the broker client's connection errors (and ``OSError``) into ``BrokerUnavailable``
+    naming ``where`` (already redacted); everything else passes through."""
+    try:
+        yield
+    except BrokerUnavailable:
+        raise
+    except (OSError, TimeoutError, *errors) as exc:
+        raise BrokerUnavailable(f"{where} is unavailable: {type(exc).__name__}: {exc}") from exc
+
+
+class Backoff:
+    """Reconnect delays: ``first``, doubling up to ``cap``, with ±20 % jitter so that the workers
+    of a fleet do not retry in step. ``reset()`` after a success."""
+
+    def __init__(self, first: float = 0.05, cap: float = 2.0) -> None:
+        require_positive(first=first, cap=cap)
+        self.first, self.cap = first, cap
+        self._next = first
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._next * 2, self.cap)
+        return delay * random.uniform(0.8, 1.2)
+
+    def reset(self) -> None:
+        self._next = self.first
