@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from ._compat import server_transport, websocket_send
 from .base import BaseChannelLayer
 from .tasks import cancel_and_wait
 
@@ -25,33 +26,6 @@ CLOSE_SLOW_CONSUMER = 1013
 CLOSE_INVALID_DATA = 1007
 #: How long a dropped slow consumer may take to read its close frame before its socket is aborted.
 DROP_GRACE_SECONDS = 5.0
-
-
-def _transport_of(websocket: WebSocket) -> Any:
-    """The server transport under ``websocket``, or ``None``. ASGI has no "abort" message, so this
-    looks for the protocol object whose bound ``send`` the app was handed (uvicorn's protocols keep
-    ``.transport``), through the closures middleware wrap ``send`` in."""
-    todo: list[Any] = [getattr(websocket, "_send", None)]
-    seen: set[int] = set()
-    while todo and len(seen) < 32:
-        obj = todo.pop()
-        if obj is None or id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        transport = getattr(getattr(obj, "__self__", None), "transport", None)
-        if callable(getattr(transport, "abort", None)):
-            return transport
-        todo.extend(cell.cell_contents for cell in getattr(obj, "__closure__", None) or () if _filled(cell))
-        todo.extend(getattr(obj, name) for name in ("__wrapped__", "func") if hasattr(obj, name))
-    return None
-
-
-def _filled(cell: Any) -> bool:
-    try:
-        cell.cell_contents  # noqa: B018 - an empty cell raises ValueError
-    except ValueError:
-        return False
-    return True
 
 
 class AsyncWebSocketConsumer:
@@ -193,7 +167,7 @@ class AsyncWebSocketConsumer:
         open for as long as the client keeps answering with a zero TCP window. So the transport is
         aborted when the close frame cannot be written, or is still unsent a grace period later.
         """
-        transport = _transport_of(self.websocket)
+        transport = server_transport(websocket_send(self.websocket))
         sent = False
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1):

@@ -59,6 +59,7 @@ from urllib.parse import urlsplit
 import msgpack
 from pydantic_settings import BaseSettings
 
+from ..._compat import cluster_needs_initialize
 from ...base import BaseChannelLayer
 from ...batching import AutoBatch
 from ...exceptions import BrokerUnavailable, ChannelFull, ConfigurationError
@@ -367,7 +368,7 @@ class RedisChannelLayer(BaseChannelLayer):
 
         async with self._limit:
             try:
-                if self._cluster is not None and self._cluster._initialize:
+                if self._cluster is not None and cluster_needs_initialize(self._cluster):
                     await self._initialize_cluster()
                 yield
             except (rex.ConnectionError, rex.TimeoutError, rex.ClusterDownError, OSError) as exc:
@@ -383,7 +384,7 @@ class RedisChannelLayer(BaseChannelLayer):
         command that finds it uninitialized run ``initialize()`` at once, and those races close
         connections under other commands (lost and duplicated writes, seen with redis-py 8.1)."""
         async with self._cluster_ready:
-            if self._cluster._initialize:
+            if cluster_needs_initialize(self._cluster):
                 await self._cluster.initialize()
 
     async def _eval(self, client: Any, script: _Script, keys: list[str], args: list[Any]) -> Any:
