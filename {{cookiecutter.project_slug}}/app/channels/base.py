@@ -4,7 +4,7 @@ A layer instance is one *process*. Its process-local channels (``prefix.<process
 are asyncio queues in this process, fed by one inbox on the broker. Group membership is kept
 on the broker per process, not per channel: a ``group_send`` reaches each process with members
 once, and the process hands a copy to each of its local members. Backends implement the
-broker primitives (the ``_`` methods at the end); the public API lives here once.
+broker primitives (``primitives.py``); the public API lives here once.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import asyncio
 import logging
 import secrets
 import time
-from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
@@ -23,6 +22,7 @@ import msgpack
 from .broker import Backoff, require_positive
 from .exceptions import ChannelFull, ConfigurationError, LayerClosed
 from .names import is_process_local, process_of, validate_channel, validate_group
+from .primitives import BrokerPrimitives
 from .serialization import Serializer, validate_message
 from .tasks import cancel_and_wait
 
@@ -39,7 +39,7 @@ _CHANNEL_ENTRY = 0
 _GROUP_ENTRY = 1
 
 
-class BaseChannelLayer(ABC):
+class BaseChannelLayer(BrokerPrimitives):
     """The public channel layer API; subclasses plug in a broker."""
 
     extensions: ClassVar[list[str]] = ["groups", "flush"]
@@ -254,11 +254,11 @@ class BaseChannelLayer(ABC):
         entry: bytes = msgpack.packb([_CHANNEL_ENTRY, channel, data], use_bin_type=True)
         return entry
 
-    def _deliver_entry(self, entry: bytes) -> None:
+    def _deliver_entry(self, raw: bytes) -> None:
         """Hand one inbox entry to the local channels it is for. Never raises."""
         try:
-            kind, name, data = msgpack.unpackb(entry, raw=False)
-            entry = self.serializer.loads(data)
+            kind, name, data = msgpack.unpackb(raw, raw=False)
+            entry: _Entry = self.serializer.loads(data)
         except Exception:
             logger.exception("dropping an undecodable inbox entry")
             self.dropped += 1
@@ -385,50 +385,3 @@ class BaseChannelLayer(ABC):
             return
         if data is not None:
             buffer.put_nowait(self.serializer.loads(data))
-
-    # ------------------------------------------------------------------ broker primitives
-
-    @abstractmethod
-    async def _send(self, channel: str, data: bytes) -> None:
-        """Deliver to a named channel, or to another process's inbox for a ``!`` channel
-        (wrap with ``_channel_entry``). Raise ``ChannelFull`` when over capacity."""
-
-    @abstractmethod
-    async def _receive(self, channel: str) -> bytes | None:
-        """Pop one message of a named channel, waiting a bounded time; ``None`` on timeout."""
-
-    @abstractmethod
-    async def _consume_inbox(self, deliver: Callable[[bytes], None]) -> None:
-        """Feed every entry of this process's inbox to ``deliver``, forever."""
-
-    @abstractmethod
-    async def _group_join(self, group: str) -> None:
-        """Make this process receive ``group``'s messages (its first local member joined)."""
-
-    @abstractmethod
-    async def _group_leave(self, group: str) -> None:
-        """Stop receiving ``group``'s messages (its last local member left)."""
-
-    async def _group_refresh(self, groups: list[str]) -> None:  # noqa: B027 - optional hook
-        """Renew this process's membership lease of ``groups`` (brokers without leases skip it)."""
-
-    @abstractmethod
-    async def _group_add_channel(self, group: str, channel: str) -> None:
-        """Add a named channel (or another process's channel) to ``group`` itself."""
-
-    @abstractmethod
-    async def _group_discard_channel(self, group: str, channel: str) -> None: ...
-
-    @abstractmethod
-    async def _group_send(self, group: str, data: bytes) -> None:
-        """Deliver ``_group_entry(group, data)`` once to every *other* member process's inbox,
-        and ``data`` to every channel added with ``_group_add_channel``.
-
-        This process's own members are not the backend's business: ``group_send`` hands them the
-        message after this returns (so a failed send reaches no one here either)."""
-
-    @abstractmethod
-    async def _flush(self) -> None: ...
-
-    @abstractmethod
-    async def _close(self) -> None: ...

@@ -57,11 +57,12 @@ def redact_url(url: str) -> str:
 def broker_errors(where: str, *errors: type[BaseException]) -> Iterator[None]:
     """Turn the broker client's connection errors (and ``OSError``) into ``BrokerUnavailable``
     naming ``where`` (already redacted); everything else passes through."""
+    caught: tuple[type[BaseException], ...] = (OSError, TimeoutError, *errors)
     try:
         yield
     except BrokerUnavailable:
         raise
-    except (OSError, TimeoutError, *errors) as exc:
+    except caught as exc:
         raise BrokerUnavailable(f"{where} is unavailable: {type(exc).__name__}: {exc}") from exc
 
 
