@@ -26,7 +26,14 @@ class Settings(BaseSettings):
     token_ttl_seconds: int = Field(3600, gt=0)
     #: Origins allowed to open a WebSocket; empty: only the page's own host.
     allowed_origins: Annotated[list[str], NoDecode] = []
+    #: The relational store: SQLite (aiosqlite) embedded, PostgreSQL (postgresql+asyncpg://) with many workers.
+    database_url: SecretStr = SecretStr(f"sqlite+aiosqlite:///{ROOT / 'chat.db'}")
+    #: Stored messages a ``joined`` frame carries (the room's latest).
     history_size: int = Field(50, ge=0, le=1000)
+    #: Messages a ``join`` with ``since`` (or a ``sync``) recovers at most; beyond, the latest with recovered=false.
+    recovery_limit: int = Field(500, gt=0, le=10_000)
+    #: Stored messages older than this are pruned (hourly, by one worker at a time).
+    message_retention_days: float = Field(30, gt=0)
     max_text_frame_bytes: int = Field(16 * 1024, gt=0)
     max_binary_frame_bytes: int = Field(256 * 1024, gt=0)
     rate_limit_per_second: float = Field(10.0, gt=0)

@@ -1,0 +1,1 @@
+"""Durable chat messages: stored with a per-stream ``seq`` before the layer fans them out."""
