@@ -24,13 +24,26 @@ from .protocol import (
     Share,
     Typing,
     Who,
+    announcement_frame,
+    direct_frame,
+    direct_sent_frame,
     error_frame,
+    joined_frame,
+    left_frame,
+    members_frame,
     message_frame,
     parse_client_frame,
+    pong_frame,
     presence_frame,
+    room_group,
+    rooms_frame,
+    share_frame,
+    typing_frame,
+    user_group,
+    welcome_frame,
 )
 from .recent import Recent
-from .service import ChatService, room_group, user_group
+from .service import ChatService
 
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
@@ -47,7 +60,6 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
         self.settings = service.settings
         self.user: str | None = None
         self.rooms: set[str] = set()
-        self.active_room: str | None = None
         self.pending_share: tuple[str, str] | None = None
         self.bucket = TokenBucket(self.settings.rate_limit_per_second, self.settings.rate_limit_burst)
         self.strikes = 0
@@ -73,8 +85,7 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
         self.service.connections.add(self)
         CONNECTIONS.inc()
         self._idle_task = asyncio.create_task(self._drop_when_idle())
-        await self.send_json({"type": "welcome", "user": user, "worker": self.service.worker_id,
-                              "history_size": self.settings.history_size})
+        await self.send_json(welcome_frame(user, self.service.worker_id, self.settings.history_size))
 
     async def disconnect(self, code: int) -> None:
         if self._idle_task is not None:
@@ -168,10 +179,8 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
             self.rooms.add(room)
             self.service.presence.watch(room, self._presence_changed)
             await self.service.presence.join(room, self.user or "")
-        self.active_room = room
-        await self.send_json({"type": "joined", "room": room,
-                              "members": sorted(self.service.presence.members(room)),
-                              "history": [message_frame(m) for m in await self.service.history.recent(room)]})
+        history = [message_frame(m) for m in await self.service.history.recent(room)]
+        await self.send_json(joined_frame(room, sorted(self.service.presence.members(room)), history))
 
     async def on_leave(self, frame: Leave) -> None:
         room = frame.room
@@ -180,7 +189,7 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
             await self.group_discard(room_group(room))
             self.service.presence.unwatch(room, self._presence_changed)
             await self.service.presence.leave(room, self.user or "")
-        await self.send_json({"type": "left", "room": room})
+        await self.send_json(left_frame(room))
 
     async def on_message(self, frame: Say) -> None:
         if await self._in_room(frame.room):
@@ -193,18 +202,16 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
 
     async def on_direct(self, frame: Direct) -> None:
         message = await self.service.notify_user(frame.to, self.user or "", frame.text)
-        await self.send_json({"type": "direct_sent", "id": message["id"], "to": message["to"]})
+        await self.send_json(direct_sent_frame(message))
 
     async def on_rooms(self, frame: ListRooms) -> None:
-        rooms = [{"name": name, "members": count} for name, count in self.service.presence.rooms().items()]
-        await self.send_json({"type": "rooms", "rooms": rooms})
+        await self.send_json(rooms_frame(self.service.presence.rooms()))
 
     async def on_who(self, frame: Who) -> None:
-        room = frame.room
-        await self.send_json({"type": "members", "room": room, "members": sorted(self.service.presence.members(room))})
+        await self.send_json(members_frame(frame.room, sorted(self.service.presence.members(frame.room))))
 
     async def on_ping(self, frame: Ping) -> None:
-        await self.send_json({"type": "pong"})
+        await self.send_json(pong_frame())
 
     async def on_share(self, frame: Share) -> None:
         if await self._in_room(frame.room):
@@ -227,26 +234,22 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
 
     async def chat_typing(self, message: dict[str, Any]) -> None:
         if message["from"] != self.user:
-            await self.send_json({"type": "typing", "room": message["room"], "from": message["from"],
-                                  "typing": message["typing"]})
+            await self.send_json(typing_frame(message))
 
     async def chat_direct(self, message: dict[str, Any]) -> None:
         if not self.delivered_jobs.first_time(("direct", message["id"], message["to"])):
             return
-        await self.send_json({"type": "direct", "id": message["id"], "from": message["from"], "to": message["to"],
-                              "text": message["text"], "ts": message["ts"]})
+        await self.send_json(direct_frame(message))
 
     async def chat_share(self, message: dict[str, Any]) -> None:
-        await self.send_json({"type": "share", "room": message["room"], "from": message["from"],
-                              "mime": message["mime"], "size": len(message["data"])})
+        await self.send_json(share_frame(message))
         await self.send(bytes_data=message["data"])
 
     async def chat_announcement(self, message: dict[str, Any]) -> None:
         job_id = message.get("id")
         if job_id is not None and not self.delivered_jobs.first_time(("announcement", job_id, message.get("room"))):
             return
-        await self.send_json({"type": "announcement", "id": message.get("id"), "room": message.get("room"),
-                              "text": message["text"], "ts": message.get("ts")})
+        await self.send_json(announcement_frame(message))
 
     async def _presence_changed(self, change: PresenceChange) -> None:
         text = self.service.encoded.get_or_make(change, lambda: self.encode_json(presence_frame(change)))

@@ -91,6 +91,20 @@ def parse_client_frame(content: Any) -> ClientFrame:
         raise InvalidFrame(f"{where}: {error['msg']}") from None
 
 
+def room_group(room: str) -> str:
+    """The layer group every socket in ``room`` joins."""
+    return f"room.{room}"
+
+
+def user_group(user: str) -> str:
+    """The layer group every socket of ``user`` joins (direct messages)."""
+    return f"user.{user}"
+
+
+def welcome_frame(user: str, worker: str, history_size: int) -> dict[str, Any]:
+    return {"type": "welcome", "user": user, "worker": worker, "history_size": history_size}
+
+
 def error_frame(code: str, detail: str) -> dict[str, Any]:
     return {"type": "error", "code": code, "detail": detail}
 
@@ -103,3 +117,47 @@ def message_frame(message: dict[str, Any]) -> dict[str, Any]:
 def presence_frame(change: PresenceChange) -> dict[str, Any]:
     return {"type": "presence", "room": change.room, "joined": change.joined, "left": change.left,
             "members": change.members}
+
+
+def joined_frame(room: str, members: list[str], history: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "joined", "room": room, "members": members, "history": history}
+
+
+def left_frame(room: str) -> dict[str, Any]:
+    return {"type": "left", "room": room}
+
+
+def members_frame(room: str, members: list[str]) -> dict[str, Any]:
+    return {"type": "members", "room": room, "members": members}
+
+
+def rooms_frame(rooms: dict[str, int]) -> dict[str, Any]:
+    return {"type": "rooms", "rooms": [{"name": name, "members": count} for name, count in rooms.items()]}
+
+
+def pong_frame() -> dict[str, Any]:
+    return {"type": "pong"}
+
+
+def typing_frame(message: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "typing", "room": message["room"], "from": message["from"], "typing": message["typing"]}
+
+
+def direct_sent_frame(message: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "direct_sent", "id": message["id"], "to": message["to"]}
+
+
+def direct_frame(message: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "direct", "id": message["id"], "from": message["from"], "to": message["to"],
+            "text": message["text"], "ts": message["ts"]}
+
+
+def share_frame(message: dict[str, Any]) -> dict[str, Any]:
+    """Announces the binary frame that follows it."""
+    return {"type": "share", "room": message["room"], "from": message["from"], "mime": message["mime"],
+            "size": len(message["data"])}
+
+
+def announcement_frame(message: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "announcement", "id": message.get("id"), "room": message.get("room"),
+            "text": message["text"], "ts": message.get("ts")}

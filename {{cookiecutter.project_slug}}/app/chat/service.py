@@ -9,7 +9,7 @@ import os
 import socket
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..channels import BaseChannelLayer, get_channel_layer_from_env
 from ..channels.config import config_from_env
@@ -17,20 +17,16 @@ from ..metrics import LAYER_SEND, FrameCounter
 from ..settings import Settings
 from .history import History, make_history
 from .presence import Presence
+from .protocol import room_group, user_group
 from .recent import Recent
 
 logger = logging.getLogger(__name__)
 
-if TYPE_CHECKING:
-    from .consumer import ChatConsumer
 
+class Connection(Protocol):
+    """What the service needs of an open socket (the consumer), so service does not import consumer."""
 
-def room_group(room: str) -> str:
-    return f"room.{room}"
-
-
-def user_group(user: str) -> str:
-    return f"user.{user}"
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
 
 
 class ChatService:
@@ -40,7 +36,7 @@ class ChatService:
         self.history = history
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.presence = Presence(layer, self.worker_id, settings.presence_interval_seconds)
-        self.connections: set[ChatConsumer] = set()
+        self.connections: set[Connection] = set()
         self.encoded = Recent()  # message id -> frame text, encoded once for all receivers here
 
     @classmethod

@@ -18,7 +18,7 @@ from celery import Task, group
 from kombu.exceptions import OperationalError
 
 from ..channels import BrokerUnavailable
-from ..chat.service import room_group, user_group
+from ..chat.protocol import room_group, user_group
 from .celery_app import celery
 from .dedup import Markers, markers_for
 from .layer_bridge import get_bridge

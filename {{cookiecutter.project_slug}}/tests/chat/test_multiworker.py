@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.channels.config import build_layer
-from app.chat.service import room_group, user_group
+from app.chat.protocol import room_group, user_group
 
 from ..brokers import distributed_backends, layer_config, require_broker
 from ..live_server import LiveServer, live_server, service_env
