@@ -1,0 +1,78 @@
+"""Migrations: applied once by workers starting together, and the result equals the models."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+
+from app.db.engine import make_engine
+from app.db.migrate import alembic_config, migrate
+from app.db.models import metadata
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = """
+import asyncio, json, sys
+from app.db.migrate import migrate
+print(json.dumps(asyncio.run(migrate(sys.argv[1]))))
+"""
+
+
+def head() -> str:
+    return str(ScriptDirectory.from_config(alembic_config()).get_current_head())
+
+
+async def test_migrated_schema_equals_the_models(database_url: str) -> None:
+    assert await migrate(database_url) == [head()]
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            diff = await connection.run_sync(
+                lambda sync: compare_metadata(MigrationContext.configure(sync, opts={"compare_type": True}), metadata))
+    finally:
+        await engine.dispose()
+    assert diff == []
+
+
+async def test_a_second_run_applies_nothing(database_url: str) -> None:
+    assert await migrate(database_url) == [head()]
+    assert await migrate(database_url) == []
+
+
+@pytest.mark.slow
+async def test_workers_starting_at_once_migrate_once(database_url: str) -> None:
+    """Six real processes start at the same moment: exactly one applies the migrations, none fails."""
+    processes = [
+        await asyncio.create_subprocess_exec(sys.executable, "-c", WORKER, database_url, cwd=ROOT,
+                                             env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        for _ in range(6)
+    ]
+    results = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in processes)), 120)
+    assert [p.returncode for p in processes] == [0] * 6, [err.decode()[-2000:] for _, err in results]
+    applied = [json.loads(out.decode().strip().splitlines()[-1]) for out, _ in results]
+    assert sorted(applied, key=len) == [[]] * 5 + [[head()]]
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            versions = (await connection.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
+    finally:
+        await engine.dispose()
+    assert versions == [head()]
+
+
+def test_bad_urls_get_clear_errors() -> None:
+    with pytest.raises(ValueError, match="unsupported database 'mysql'"):
+        make_engine("mysql://root@localhost/chat")
+    with pytest.raises(ValueError, match="SQLite needs a file"):
+        make_engine("sqlite+aiosqlite:///:memory:")
+    with pytest.raises(ValueError, match="not a database URL"):
+        make_engine("not a url")
