@@ -2,12 +2,14 @@
 
     python -m bench.layer_bench                     # default cases, every implementation that can run
     python -m bench.layer_bench --full              # fan-out matrix 10..10,000 members x 1..8 processes
-    python -m bench.layer_bench --short --impls ours:redis,ours:inmemory
+    python -m bench.layer_bench --short --impls ours:redis,ours:inmemory --project build/realtime_chat
 
-Each case runs in fresh OS processes (``bench/runner.py``), peers under the virtualenv that
-``bench/setup_peers.sh`` made, with a deadline: a hung or lossy implementation is reported in the
-table ("timeout", "lost 60%"), never blocks the run. Every case uses its own name prefix and is
-cleaned up afterwards, so runs can share brokers with tests.
+Run from the template's root with an interpreter that has the generated project's dependencies.
+``ours:*`` is the layer of a baked project (``--project PATH``, or a fresh bake of this template);
+the peers run from ``bench/.venv-peers``, created on first use (``bench/project.py``). Each case runs
+in fresh OS processes (``bench/runner.py``) with a deadline: a hung or lossy implementation is
+reported in the table ("timeout", "lost 60%"), never blocks the run. Every case uses its own name
+prefix and is cleaned up afterwards, so runs can share brokers with tests.
 """
 
 from __future__ import annotations
@@ -29,18 +31,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-PROJECT = Path(__file__).resolve().parent.parent
-RUNNER = PROJECT / "bench" / "runner.py"
-BACKENDS_DIR = PROJECT / "app" / "channels" / "backends"
-DOCS = PROJECT / "docs" / "benchmarks"
+from bench.project import BENCH, BROKER_URLS, PEERS_VENV, TEMPLATE, peers_python, project
+
+RUNNER = BENCH / "runner.py"
+DOCS = TEMPLATE / "docs" / "benchmarks"
 ALL_BACKENDS = ("inmemory", "redis", "postgresql", "nats", "rabbitmq")
-PEERS_VENV = Path(os.environ.get("PEERS_VENV", "/work/.venv-peers"))
-BROKER_URLS = {
-    "redis": os.environ.get("FASTAPI_WEBSOCKETS_REDIS_URL", "redis://127.0.0.1:6379/0"),
-    "postgresql": os.environ.get("FASTAPI_WEBSOCKETS_POSTGRESQL_DSN", "postgresql://postgres@127.0.0.1:5432/test"),
-    "nats": os.environ.get("FASTAPI_WEBSOCKETS_NATS_SERVERS", "nats://127.0.0.1:4222"),
-    "rabbitmq": os.environ.get("FASTAPI_WEBSOCKETS_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"),
-}
 PEERS = ("channels_redis:core", "channels_redis:pubsub", "channels_postgres:postgresql", "channels_rabbitmq:rabbitmq")
 RAW = (
     "raw:redis-awaited", "raw:redis-pipelined", "raw:nats-core", "raw:nats-jetstream", "raw:rabbitmq-confirmed",
@@ -138,13 +133,13 @@ class Proc:
         self.stderr = stderr
 
     @classmethod
-    async def start(cls, python: Path, impl: str, role: str, prefix: str, **options: Any) -> Proc:
-        argv = [str(python), str(RUNNER), "--impl", impl, "--role", role, "--prefix", prefix]
+    async def start(cls, python: Path, impl: str, role: str, prefix: str, project: Path, **options: Any) -> Proc:
+        argv = [str(python), str(RUNNER), "--impl", impl, "--role", role, "--prefix", prefix, "--project", str(project)]
         for key, value in options.items():
             argv += [f"--{key.replace('_', '-')}", str(value)]
         stderr = await asyncio.to_thread(tempfile.TemporaryFile)
         process = await asyncio.create_subprocess_exec(
-            *argv, cwd=PROJECT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
+            *argv, cwd=project, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
             start_new_session=True, limit=16 * 1024 * 1024,
         )
         return cls(process, stderr)
@@ -182,9 +177,9 @@ class Proc:
         self.stderr.close()
 
 
-async def chore(python: Path, impl: str, role: str, prefix: str) -> str | None:
+async def chore(python: Path, impl: str, role: str, prefix: str, project: Path) -> str | None:
     """Run the ``prepare`` or ``cleanup`` role; the error text if it failed."""
-    proc = await Proc.start(python, impl, role, prefix)
+    proc = await Proc.start(python, impl, role, prefix, project)
     try:
         await proc.event(60)
         return None
@@ -195,16 +190,16 @@ async def chore(python: Path, impl: str, role: str, prefix: str) -> str | None:
         await proc.stop()
 
 
-async def prepare(python: Path, impl: str, prefix: str) -> None:
+async def prepare(python: Path, impl: str, prefix: str, project: Path) -> None:
     """Broker setup the case's processes would race to do (schemas, migrations); only some peers need it."""
     if impl in NEEDS_PREPARE:
-        failed = await chore(python, impl, "prepare", prefix)
+        failed = await chore(python, impl, "prepare", prefix, project)
         if failed:
             raise RuntimeError(f"setup failed: {failed}")
 
 
-async def cleanup(python: Path, impl: str, prefix: str) -> None:
-    await chore(python, impl, "cleanup", prefix)
+async def cleanup(python: Path, impl: str, prefix: str, project: Path) -> None:
+    await chore(python, impl, "cleanup", prefix, project)
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -233,16 +228,16 @@ def finish(result: Result, errors: Sequence[str], timed_out: bool) -> Result:
 # ---------------------------------------------------------------------------- cases
 
 
-async def run_p2p(python: Path, impl: str, case: str, count: int, window: int, payload: int,
+async def run_p2p(python: Path, project: Path, impl: str, case: str, count: int, window: int, payload: int,
                   deadline: float) -> Result:
     result = Result(impl, case, expected=count, payload=payload, members=1, processes=1 if is_local(impl) else 2)
     prefix = f"bench{secrets.token_hex(4)}"
     procs: list[Proc] = []
     window = min(window, count)
     try:
-        await prepare(python, impl, prefix)
+        await prepare(python, impl, prefix, project)
         if is_local(impl):
-            proc = await Proc.start(python, impl, "p2p-local", prefix, count=count, window=window,
+            proc = await Proc.start(python, impl, "p2p-local", prefix, project, count=count, window=window,
                                     payload=payload, deadline=deadline)
             procs.append(proc)
             await proc.event(SETUP_TIMEOUT)
@@ -250,12 +245,12 @@ async def run_p2p(python: Path, impl: str, case: str, count: int, window: int, p
             start = report["start"]
         else:
             ack_path = os.path.join(tempfile.gettempdir(), f"{prefix}.sock")
-            receiver = await Proc.start(python, impl, "p2p-recv", prefix, count=count, deadline=deadline,
+            receiver = await Proc.start(python, impl, "p2p-recv", prefix, project, count=count, deadline=deadline,
                                         ack_path=ack_path)
             procs.append(receiver)
             ready = await receiver.event(SETUP_TIMEOUT)
-            sender = await Proc.start(python, impl, "p2p-send", prefix, count=count, window=window, payload=payload,
-                                      channel=ready["channel"], ack_path=ack_path, deadline=deadline)
+            sender = await Proc.start(python, impl, "p2p-send", prefix, project, count=count, window=window,
+                                      payload=payload, channel=ready["channel"], ack_path=ack_path, deadline=deadline)
             procs.append(sender)
             report = await receiver.event(deadline + 15)
             sent = await sender.event(15)
@@ -275,11 +270,11 @@ async def run_p2p(python: Path, impl: str, case: str, count: int, window: int, p
     finally:
         for proc in procs:
             await proc.stop()
-        await cleanup(python, impl, prefix)
+        await cleanup(python, impl, prefix, project)
     return result
 
 
-async def run_fanout(python: Path, impl: str, members: int, processes: int, messages: int,
+async def run_fanout(python: Path, project: Path, impl: str, members: int, processes: int, messages: int,
                      deadline: float) -> list[Result]:
     """One row; for in-process layers a second one: the group_send calls alone (deliveries enqueued/s)."""
     local = is_local(impl)
@@ -290,9 +285,9 @@ async def run_fanout(python: Path, impl: str, members: int, processes: int, mess
     prefix = f"bench{secrets.token_hex(4)}"
     procs: list[Proc] = []
     try:
-        await prepare(python, impl, prefix)
+        await prepare(python, impl, prefix, project)
         if local:
-            proc = await Proc.start(python, impl, "group-local", prefix, members=members, messages=messages,
+            proc = await Proc.start(python, impl, "group-local", prefix, project, members=members, messages=messages,
                                     deadline=deadline)
             procs.append(proc)
             await proc.event(SETUP_TIMEOUT)
@@ -305,12 +300,12 @@ async def run_fanout(python: Path, impl: str, members: int, processes: int, mess
         else:
             shares = [members // processes + (1 if i < members % processes else 0) for i in range(processes)]
             for share in shares:
-                procs.append(await Proc.start(python, impl, "group-recv", prefix, members=share, messages=messages,
-                                              deadline=deadline))
+                procs.append(await Proc.start(python, impl, "group-recv", prefix, project, members=share,
+                                              messages=messages, deadline=deadline))
             await asyncio.gather(*(proc.event(SETUP_TIMEOUT + members / 100) for proc in procs))
             for proc in procs:
                 proc.send_line(str(deadline))
-            sender = await Proc.start(python, impl, "group-send", prefix, messages=messages, deadline=deadline)
+            sender = await Proc.start(python, impl, "group-send", prefix, project, messages=messages, deadline=deadline)
             procs.append(sender)
             reports = list(await asyncio.gather(*(proc.event(deadline + 15) for proc in procs[:-1])))
             sent = await sender.event(15)
@@ -332,7 +327,7 @@ async def run_fanout(python: Path, impl: str, members: int, processes: int, mess
     finally:
         for proc in procs:
             await proc.stop()
-        await cleanup(python, impl, prefix)
+        await cleanup(python, impl, prefix, project)
     return [result] if extra is None else [result, extra]
 
 
@@ -344,7 +339,7 @@ async def _one(case: Any) -> list[Result]:
     return [await case]
 
 
-async def run_impl(impl: str, sizes: Sizes, cases: set[str], peers_venv: Path, log: Any = None,
+async def run_impl(impl: str, sizes: Sizes, cases: set[str], project: Path, peers_venv: Path, log: Any = None,
                    repeat: int = 1) -> list[Result]:
     """Every case of one implementation; a missing interpreter or broker becomes one row saying so."""
     python = python_for(impl, peers_venv)
@@ -372,7 +367,7 @@ async def run_impl(impl: str, sizes: Sizes, cases: set[str], peers_venv: Path, l
             print(f"  {impl:32} {result.case:34} {rate:>14}  {result.status}", file=log, flush=True)
 
     if "p2p" in cases:
-        for row in await best(lambda: _one(run_p2p(python, impl, "p2p", sizes.p2p_count, sizes.window, 16,
+        for row in await best(lambda: _one(run_p2p(python, project, impl, "p2p", sizes.p2p_count, sizes.window, 16,
                                                    sizes.deadline))):
             done(row)
     if "fanout" in cases and not impl.startswith("raw:"):
@@ -382,20 +377,21 @@ async def run_impl(impl: str, sizes: Sizes, cases: set[str], peers_venv: Path, l
                 continue
             seen.add(members)
             for row in await best(lambda m=members, p=processes: run_fanout(
-                    python, impl, m, p, sizes.fanout_messages, sizes.fanout_deadline)):
+                    python, project, impl, m, p, sizes.fanout_messages, sizes.fanout_deadline)):
                 done(row)
     if "payload" in cases:
         for size in sizes.payloads:
             for row in await best(lambda size=size: _one(run_p2p(
-                    python, impl, f"payload {payload_label(size)}", sizes.payload_count(size), sizes.window, size,
-                    sizes.deadline))):
+                    python, project, impl, f"payload {payload_label(size)}", sizes.payload_count(size), sizes.window,
+                    size, sizes.deadline))):
                 done(row)
     return results
 
 
-def available_impls(peers_venv: Path) -> list[str]:
-    """Ours on every backend file present now, the seed on every backend, the Django peers, the raw clients."""
-    ours = [f"ours:{name}" for name in ALL_BACKENDS if (BACKENDS_DIR / name / "layer.py").exists()]
+def available_impls(project: Path) -> list[str]:
+    """Ours on every backend the baked project has, the seed on every backend, the Django peers, the raw clients."""
+    backends = project / "app" / "channels" / "backends"
+    ours = [f"ours:{name}" for name in ALL_BACKENDS if (backends / name / "layer.py").exists()]
     seed = [f"seed:{name}" for name in ALL_BACKENDS]
     return [*ours, *seed, *PEERS, *RAW]
 
@@ -518,13 +514,13 @@ def plot(results: Sequence[Result], path: Path) -> Path | None:
 # ---------------------------------------------------------------------------- entry points
 
 
-async def run(impls: Sequence[str], sizes: Sizes, cases: set[str], peers_venv: Path = PEERS_VENV,
+async def run(impls: Sequence[str], sizes: Sizes, cases: set[str], project: Path, peers_venv: Path = PEERS_VENV,
               log: Any = None, repeat: int = 1) -> list[Result]:
     results: list[Result] = []
     for impl in impls:
         if log is not None:
             print(f"{impl}", file=log, flush=True)
-        results += await run_impl(impl, sizes, cases, peers_venv, log, repeat)
+        results += await run_impl(impl, sizes, cases, project, peers_venv, log, repeat)
     return results
 
 
@@ -540,14 +536,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--p2p-count", type=int, help="messages per p2p case (default 2,000)")
     parser.add_argument("--fanout-deadline", type=float, help="seconds per fan-out case")
     parser.add_argument("--fanout-messages", type=int, help="group_sends per fan-out case")
+    parser.add_argument("--project", type=Path, help="a baked copy of the template (default: bake one into a temp dir)")
     parser.add_argument("--peers-venv", type=Path, default=PEERS_VENV)
+    parser.add_argument("--no-setup", action="store_true", help="never create the peers' virtualenv")
     parser.add_argument("--output", type=Path, help="also write the markdown table here")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--merge", type=Path, action="append", default=[],
                         help="results JSON of an earlier run to include in the table and plot")
     parser.add_argument("--no-run", action="store_true", help="only render the --merge files (table and plot)")
     parser.add_argument("--note", default="", help="a line for the table's header (with --no-run)")
-    parser.add_argument("--plot", type=Path, default=None, help=f"PNG path (default: {DOCS}/layer_scaling.png)")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help=f"PNG path (default: {DOCS}/layer_scaling.png, none with --short)")
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
 
@@ -557,14 +556,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("deadline", "fanout_deadline", "fanout_messages", "p2p_count"):
         if getattr(args, name) is not None:
             setattr(sizes, name, getattr(args, name))
-    impls = args.impls.split(",") if args.impls else available_impls(args.peers_venv)
     cases = set(args.cases.split(","))
     results: list[Result] = []
     for path in args.merge:
         results += [Result(**row) for row in json.loads(path.read_text())]
     load_before = os.getloadavg()[0]
     if not args.no_run:
-        results += asyncio.run(run(impls, sizes, cases, args.peers_venv, log=sys.stderr, repeat=args.repeat))
+        with project(args.project) as baked:
+            impls = args.impls.split(",") if args.impls else available_impls(baked)
+            if any(python_for(impl, args.peers_venv) is None for impl in impls):
+                peers_python(args.peers_venv, create=not args.no_setup)
+            results += asyncio.run(run(impls, sizes, cases, baked, args.peers_venv, log=sys.stderr,
+                                       repeat=args.repeat))
     note = (f"Load average (1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end of this run;"
             f" best of {args.repeat} run(s) per case." if not args.no_run else args.note)
     latest: dict[tuple[str, str], Result] = {}
@@ -579,8 +582,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.output.write_text(table)
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
-    if not args.no_plot:
-        written = plot(results, args.plot or DOCS / "layer_scaling.png")
+    plot_path = args.plot or (None if args.short else DOCS / "layer_scaling.png")
+    if plot_path is not None and not args.no_plot:
+        written = plot(results, plot_path)
         if written:
             print(f"plot: {written}", file=sys.stderr)
     return 0

@@ -4,6 +4,9 @@ Runs under *any* virtualenv (ours, or the peers' one made by ``bench/setup_peers
 only the standard library at module level and the implementation's own packages on demand.
 
     python bench/runner.py --impl seed:redis --role group-recv --prefix bx1 --group g --members 250 ...
+    python bench/runner.py --impl ours:redis --project /tmp/bake/realtime_chat --role p2p-recv ...
+
+``ours:*`` imports ``app.channels`` from the baked project that ``--project`` names.
 
 Roles: ``p2p-recv``/``p2p-send`` (a pair in two processes, flow-controlled through a Unix socket so at
 most ``--window`` messages are in flight), ``group-recv``/``group-send``, ``p2p-local``/``group-local``
@@ -22,10 +25,8 @@ import sys
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-PROJECT = Path(__file__).resolve().parent.parent
 ACK_EVERY = 5
 REDIS_URL = os.environ.get("FASTAPI_WEBSOCKETS_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_DSN = os.environ.get("FASTAPI_WEBSOCKETS_POSTGRESQL_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -61,9 +62,11 @@ class Impl:
 
     distributed = True
 
-    def __init__(self, backend: str, prefix: str) -> None:
+    def __init__(self, backend: str, prefix: str, project: str = "") -> None:
         self.backend = backend
         self.prefix = prefix
+        #: The baked project whose ``app`` package ``Ours`` imports.
+        self.project = project
         self.layer: Any = None
         #: Set in receiving roles: the channels (and their broker queues) are this process's.
         self.receiver = False
@@ -99,7 +102,9 @@ class Impl:
 
 class Ours(Impl):
     async def open(self) -> None:
-        sys.path.insert(0, str(PROJECT))
+        if not self.project:
+            raise SystemExit("ours:* needs --project (a baked copy of the template)")
+        sys.path.insert(0, self.project)
         from app.channels.config import build_layer
 
         self.distributed = self.backend != "inmemory"
@@ -180,9 +185,10 @@ class Seed(Impl):
 
             nc = await nats.connect(servers=NATS_URL.split(","))
             js = nc.jetstream()
-            for delete in (lambda: js.delete_stream(p.upper()), lambda: js.delete_key_value(f"{p}_groups")):
-                with contextlib.suppress(Exception):
-                    await delete()
+            with contextlib.suppress(Exception):
+                await js.delete_stream(p.upper())
+            with contextlib.suppress(Exception):
+                await js.delete_key_value(f"{p}_groups")
             await nc.close()
         elif self.backend == "rabbitmq":
             await amqp_delete(exchanges=[p, f"{p}.group.{GROUP}"], queue_prefix=p)
@@ -545,7 +551,7 @@ class RawPostgres(Raw):
         await conn.close()
 
 
-def make_impl(spec: str, prefix: str) -> Impl:
+def make_impl(spec: str, prefix: str, project: str = "") -> Impl:
     kind, _, backend = spec.partition(":")
     classes: dict[str, type[Impl]] = {
         "ours": Ours, "seed": Seed, "channels_redis": ChannelsRedis, "channels_postgres": ChannelsPostgres,
@@ -557,7 +563,7 @@ def make_impl(spec: str, prefix: str) -> Impl:
             "redis": RawRedis, "nats": RawNats, "rabbitmq": RawRabbitmq, "postgresql": RawPostgres,
         }
         return raw[broker](backend, prefix)
-    return classes[kind](backend, prefix)
+    return classes[kind](backend, prefix, project)
 
 
 # ---------------------------------------------------------------------------- roles
@@ -797,7 +803,7 @@ async def role_group_local(impl: Impl, args: argparse.Namespace) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    impl = make_impl(args.impl, args.prefix)
+    impl = make_impl(args.impl, args.prefix, args.project)
     if args.role in ("prepare", "cleanup"):
         await (impl.prepare() if args.role == "prepare" else impl.cleanup())
         emit(event="result")
@@ -816,6 +822,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--impl", required=True, help="ours:redis, seed:nats, channels_redis:core, raw:redis-awaited")
     parser.add_argument("--role", required=True)
     parser.add_argument("--prefix", required=True, help="unique per case: every name on the broker starts with it")
+    parser.add_argument("--project", default="", help="the baked project (for ours:*)")
     parser.add_argument("--channel", default="")
     parser.add_argument("--group", default=GROUP)
     parser.add_argument("--members", type=int, default=1)

@@ -1,7 +1,7 @@
 """End-to-end WebSocket load: this project's chat vs python-socketio vs encode/broadcaster, all on Redis.
 
-    python bench/ws_load.py                      # defaults: W=2 workers, C=1000 clients, R=10 rooms
-    python bench/ws_load.py --clients 300 --impl ours,socketio --messages 3 --rate 0.5
+    python -m bench.ws_load                      # defaults: W=2 workers, C=1000 clients, R=10 rooms
+    python -m bench.ws_load --clients 300 --impl ours,socketio --messages 3 --rate 0.5 --project build/realtime_chat
 
 Each case starts the real servers (gunicorn, W workers, its own session), connects C clients (client i
 joins room i % R), measures the workers' RSS before and after connecting, then every client sends
@@ -10,8 +10,10 @@ each receiver checks that every message of its room arrives exactly once (lost /
 sender-to-receiver latency. CPU seconds are the server processes' utime+stime (from /proc) from before
 connecting to the end of the drain. Every case has a deadline and its servers' process group is killed.
 
-The clients run in this process (asyncio + ``websockets``); the peers run in the peers' virtualenv
-(``bench/setup_peers.sh``; ``--peers-python``). socket.io is spoken as raw Engine.IO v4 over WebSocket.
+``ours`` is a baked project (``--project PATH``, or a fresh bake of this template) served by this
+interpreter, which needs the generated project's dependencies. The clients run in this process
+(asyncio + ``websockets``); the peers run in ``bench/.venv-peers``, created on first use
+(``bench/project.py``; ``--peers-python``). socket.io is spoken as raw Engine.IO v4 over WebSocket.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import contextlib
 import json
 import os
 import random
+import secrets
 import signal
 import socket
 import statistics
@@ -37,12 +40,10 @@ from typing import Any
 
 import websockets
 
-PROJECT = Path(__file__).resolve().parent.parent
-if str(PROJECT) not in sys.path:
-    sys.path.insert(0, str(PROJECT))
+from bench.project import BROKER_URLS, PEERS_VENV, TEMPLATE, peers_python, project
 
-REDIS_URL = os.environ.get("FASTAPI_WEBSOCKETS_REDIS_URL", "redis://127.0.0.1:6379/0")
-PEERS_PYTHON = os.environ.get("PEERS_PYTHON", "/work/.venv-peers/bin/python")
+REDIS_URL = BROKER_URLS["redis"]
+PEERS_PYTHON = os.environ.get("PEERS_PYTHON", str(PEERS_VENV / "bin" / "python"))
 IMPLS = ("ours", "socketio", "broadcaster")
 #: Diagnostic rows: ours without the Redis history write per message, and without frame batching.
 DIAGNOSTICS = {"ours-nohistory": {"APP_HISTORY_SIZE": "0"}, "ours-nobatch": {"APP_SEND_BATCH_FRAMES": "1"}}
@@ -93,25 +94,35 @@ class Server:
             self.process.wait(5)
 
 
-def start_server(impl: str, workers: int, prefix: str, peers_python: str) -> Server:
+def ours_env(prefix: str, workers: int, bind: str, extra: dict[str, str]) -> dict[str, str]:
+    """The baked service on Redis under ``prefix``, rate limits raised so the load is not refused."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FASTAPI_WEBSOCKETS_", "APP_"))}
+    env.update({
+        "FASTAPI_WEBSOCKETS_BACKEND": "redis", "FASTAPI_WEBSOCKETS_REDIS_URL": REDIS_URL,
+        "FASTAPI_WEBSOCKETS_REDIS_PREFIX": prefix, "APP_ENVIRONMENT": "test",
+        "APP_SECRET_KEY": secrets.token_urlsafe(48),
+        "WEB_CONCURRENCY": str(workers), "BIND": bind, "GRACEFUL_TIMEOUT": "3", "ACCESS_LOG": "",
+        "APP_RATE_LIMIT_PER_SECOND": "1000", "APP_RATE_LIMIT_BURST": "1000", "APP_IDLE_TIMEOUT_SECONDS": "3600",
+        "APP_PRESENCE_INTERVAL_SECONDS": "5", "PYTHONUNBUFFERED": "1", **extra,
+    })
+    return env
+
+
+def start_server(impl: str, workers: int, prefix: str, peers_python: str, project: Path) -> Server:
+    """``ours`` from the baked ``project`` under this interpreter; a peer from the template's bench/peers."""
     port = free_port()
     log = Path(tempfile.gettempdir()) / f"ws_load-{impl}-{port}.log"
     bind = f"127.0.0.1:{port}"
     if impl.startswith("ours"):
-        from tests.live_server import service_env
-
-        extra = DIAGNOSTICS.get(impl, {})
-        env = service_env("redis", prefix, WEB_CONCURRENCY=str(workers), BIND=bind, GRACEFUL_TIMEOUT="3",
-                          APP_RATE_LIMIT_PER_SECOND="1000", APP_RATE_LIMIT_BURST="1000",
-                          APP_IDLE_TIMEOUT_SECONDS="3600", APP_PRESENCE_INTERVAL_SECONDS="5", ACCESS_LOG="", **extra)
-        env["FASTAPI_WEBSOCKETS_REDIS_URL"] = REDIS_URL
-        cmd = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app.main:app"]
+        env = ours_env(prefix, workers, bind, DIAGNOSTICS.get(impl, {}))
+        cmd, cwd = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app.main:app"], project
     else:
         env = {**os.environ, "BENCH_REDIS_URL": REDIS_URL, "BENCH_PREFIX": prefix, "PYTHONUNBUFFERED": "1"}
         cmd = [peers_python, "-m", "gunicorn", "-c", "bench/peers/gunicorn_peers.py", "-w", str(workers),
                "-b", bind, f"bench.peers.{impl}_app:app"]
+        cwd = TEMPLATE
     with log.open("wb") as out:
-        process = subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     server = Server(impl, process, port, workers, log)
     health = "/readyz" if impl.startswith("ours") else "/healthz"
@@ -367,13 +378,13 @@ async def drive(server: Server, result: Result, clients: int, rooms: int, messag
         result.p99_ms = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
 
 
-async def run_case(impl: str, clients: int = 1000, workers: int = 2, rooms: int = 10, messages: int = 3,
-                   rate: float = 0.5, drain: float = 60, deadline: float = 300,
+async def run_case(impl: str, project: Path, clients: int = 1000, workers: int = 2, rooms: int = 10,
+                   messages: int = 3, rate: float = 0.5, drain: float = 60, deadline: float = 300,
                    peers_python: str = PEERS_PYTHON) -> Result:
     """One implementation, one bounded run; its servers are killed whatever happens."""
     result = Result(impl, clients, workers, rooms)
     prefix = f"wsload{uuid.uuid4().hex[:8]}"
-    server = await asyncio.to_thread(start_server, impl, workers, prefix, peers_python)
+    server = await asyncio.to_thread(start_server, impl, workers, prefix, peers_python, project)
     try:
         await asyncio.wait_for(drive(server, result, clients, rooms, messages, rate, drain), deadline)
     except TimeoutError:
@@ -468,28 +479,35 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.5, help="msg/s per client")
     parser.add_argument("--drain", type=float, default=60, help="max seconds to wait for deliveries")
     parser.add_argument("--deadline", type=float, default=300, help="max seconds per case")
+    parser.add_argument("--project", type=Path, help="a baked copy of the template (default: bake one into a temp dir)")
     parser.add_argument("--peers-python", default=PEERS_PYTHON)
-    parser.add_argument("--out", default=str(PROJECT / "docs" / "benchmarks" / "ws_load.md"))
+    parser.add_argument("--no-setup", action="store_true", help="never create the peers' virtualenv")
+    parser.add_argument("--out", default=str(TEMPLATE / "docs" / "benchmarks" / "ws_load.md"),
+                        help="the report (markdown, and its plot beside it); '' writes none")
     parser.add_argument("--note", default="")
     parser.add_argument("--repeat", type=int, default=1, help="run every implementation N times, interleaved")
     args = parser.parse_args()
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    impls = args.impl.split(",")
+    if any(not impl.startswith("ours") for impl in impls) and not Path(args.peers_python).exists():
+        peers_python(Path(args.peers_python).parent.parent, create=not args.no_setup)
     results = []
-    for run in range(1, args.repeat + 1):
-        for impl in args.impl.split(","):
-            result = asyncio.run(run_case(impl, args.clients, args.workers, args.rooms, args.messages, args.rate,
-                                          args.drain, args.deadline, args.peers_python))
-            result.run = run
-            print(json.dumps(result.__dict__), flush=True)
-            results.append(result)
+    with project(args.project) as baked:
+        for run in range(1, args.repeat + 1):
+            for impl in impls:
+                result = asyncio.run(run_case(impl, baked, args.clients, args.workers, args.rooms, args.messages,
+                                              args.rate, args.drain, args.deadline, args.peers_python))
+                result.run = run
+                print(json.dumps(result.__dict__), flush=True)
+                results.append(result)
     body = table(results)
     print(body)
     print(verdict(results))
     if args.out:
         doc = [
             "# End-to-end WebSocket load benchmark", "",
-            f"Run {started} on 2 cores (shared, noisy), Redis and every socket on loopback: `python bench/ws_load.py "
+            f"Run {started} on {os.cpu_count()} cores, Redis and every socket on loopback: `python -m bench.ws_load "
             f"--clients {args.clients} --workers {args.workers} --rooms {args.rooms} --messages {args.messages} "
             f"--rate {args.rate}" + (f" --repeat {args.repeat}" if args.repeat > 1 else "") + "`.", "",
             f"{args.clients} WebSocket clients over {args.workers} gunicorn workers, client *i* in room *i* mod "
@@ -500,7 +518,7 @@ def main() -> None:
             "before connecting to after every client joined, per client. `CPU s`: utime+stime of the gunicorn "
             "master and workers from before connecting to the end of the drain; per delivery, the servers' cost "
             "of one message reaching one client. The clients (asyncio, "
-            "`websockets`) share the 2 cores with the servers, so absolute numbers are noisy; ratios from the "
+            "`websockets`) share the cores with the servers, so absolute numbers are noisy; ratios from the "
             "same run are the signal.", "",
             "Implementations: `ours` = this project's chat (`FASTAPI_WEBSOCKETS_BACKEND=redis`, rate limits "
             "raised); `python-socketio` = `bench/peers/socketio_app.py` (ASGI, AsyncRedisManager, uvicorn "
