@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from app.channels import BackendNotInstalled, BrokerUnavailable, ChannelFull, ConfigurationError
+from app.channels import BackendNotInstalled, BrokerUnavailable, ChannelFull, ConfigurationError, LayerClosed
 from app.channels.backends.postgresql.layer import PostgreSQLChannelLayer
 from app.channels.config import build_layer, get_channel_layer_from_env
 
@@ -362,6 +362,28 @@ async def test_connections_stay_bounded(layers: Factory, admin: Any) -> None:
     await sampler
     assert 1 <= peak <= 3  # the pool (2) and the LISTEN connection, whatever the channel count
     assert await connections_of(admin, layer) <= 3
+
+
+async def test_close_closes_every_connection(layers: Factory, admin: Any) -> None:
+    """The pool, the LISTEN connection and a read in flight: none is left once close() returns."""
+    layer, sender = layers(), layers()
+    channel = await layer.new_channel()
+    await layer.group_add("room", channel)
+    await sender.group_send("room", {"type": "m"})
+    assert (await receive(layer, channel))["type"] == "m"
+    blocked = asyncio.create_task(layer.receive("test.nobody-sends"))
+    await until(lambda: connections_of(admin, layer), "the layer's connections to show")
+    names = {row["application_name"] for row in await admin.fetch(
+        "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE $1", f"% {layer.process_id}")}
+    assert names == {layer.application_name("pool"), layer.application_name("listen")}
+    await layer.close()
+    with pytest.raises(LayerClosed):
+        await blocked
+
+    async def none_left() -> bool:  # a closed connection's server process takes a moment to exit
+        return await connections_of(admin, layer) == 0
+
+    await until(none_left, "the server to see every connection of the layer closed")
 
 
 # ---------------------------------------------------------------------- faults

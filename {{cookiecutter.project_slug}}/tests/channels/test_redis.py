@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from app.channels import BaseChannelLayer, BrokerUnavailable, ChannelFull, ConfigurationError
+from app.channels import BaseChannelLayer, BrokerUnavailable, ChannelFull, ConfigurationError, LayerClosed
 from app.channels.config import build_layer, get_channel_layer_from_env
 
 from ..brokers import URLS, installed_backends, require_broker
@@ -222,10 +222,11 @@ async def test_hosts_spread_channels_and_groups_cross_them(two_servers: list[Red
 
 
 def _inbox_host(layer: BaseChannelLayer) -> int:
-    from app.channels.backends.redis.layer import RedisChannelLayer, _tag
+    from app.channels.backends.redis.connections import ring, tag
+    from app.channels.backends.redis.layer import RedisChannelLayer
 
     assert isinstance(layer, RedisChannelLayer)
-    return RedisChannelLayer._ring(_tag(layer._inbox_key), len(layer._clients))
+    return ring(tag(layer._inbox_key), len(layer._redis.clients))
 
 
 # ---------------------------------------------------------------- restarts
@@ -352,17 +353,17 @@ async def test_concurrent_sends_share_pipelines_and_fail_alone(make_layer: Facto
 
 
 def test_only_adjacent_sends_to_one_list_merge() -> None:
-    from app.channels.backends.redis.layer import GROUP_SEND, SEND, SEND_MANY, _merge_sends, _split_results
+    from app.channels.backends.redis.scripts import GROUP_SEND, SEND, SEND_MANY, merge_sends, split_results
 
     def send(key: str, payload: bytes) -> Any:
         return (SEND, [key], [b"0000000000001" + payload, 10, 5000, 1])
 
     calls = [send("a", b"1"), send("a", b"2"), send("b", b"3"), (GROUP_SEND, ["g", "h"], []), send("a", b"4")]
-    merged, spans = _merge_sends(calls)
+    merged, spans = merge_sends(calls)
     assert [(script, keys) for script, keys, _ in merged] == [
         (SEND_MANY, ["a"]), (SEND, ["b"]), (GROUP_SEND, ["g", "h"]), (SEND, ["a"])]
     assert merged[0][2] == [10, 5000, 1, b"00000000000011", b"00000000000012"] and spans == [2, 1, 1, 1]
-    assert _split_results([1, 1, 7, 0], spans) == [1, 0, 1, 7, 0]
+    assert split_results([1, 1, 7, 0], spans) == [1, 0, 1, 7, 0]
 
 
 async def test_connections_are_bounded(make_layer: Factory) -> None:
@@ -379,6 +380,44 @@ async def test_connections_are_bounded(make_layer: Factory) -> None:
     assert [(await receive(layer, c))["n"] for c in local] == [n % 50 for n in range(len(local))]
     name = f"{layer.prefix}:{layer.process_id}"
     assert 1 <= len(_client_addresses(6379, name)) <= 4 + 1  # the pool, plus the inbox connection
+
+
+async def _busy_then_closed(layer: BaseChannelLayer) -> None:
+    """Use every kind of connection (pool, inbox, a pop blocked on a named channel), then close."""
+    channel = await layer.new_channel()
+    await layer.group_add("room", channel)
+    await layer.group_send("room", {"type": "m"})
+    assert (await receive(layer, channel))["type"] == "m"
+    blocked = asyncio.create_task(layer.receive("test.nobody-sends"))
+    await asyncio.sleep(0.3)
+    await layer.close()
+    with pytest.raises(LayerClosed):
+        await blocked
+
+
+async def test_close_closes_every_connection(make_layer: Factory) -> None:
+    layer = make_layer()
+    name = layer.client_name  # type: ignore[attr-defined]
+    assert name == f"{layer.prefix}:{layer.process_id}"
+    await layer.send("test.warm", {"type": "m"})
+    assert _client_addresses(6379, name)  # the count below looks at the right names
+    await _busy_then_closed(layer)
+    assert _client_addresses(6379, name) == set()
+
+
+async def test_close_closes_every_connection_of_sharded_hosts_and_cluster(
+    two_servers: list[RedisServer], cluster_nodes: list[RedisServer]
+) -> None:
+    for config, servers in (({"hosts": [s.url for s in two_servers]}, two_servers),
+                            ({"url": cluster_nodes[0].url, "cluster": True}, cluster_nodes)):
+        make, layers = _factory(config)
+        layer = make()
+        name = layer.client_name  # type: ignore[attr-defined]
+        try:
+            await _busy_then_closed(layer)
+        finally:
+            await _cleanup(layers)
+        assert [_client_addresses(s.port, name) for s in servers] == [set()] * len(servers), config
 
 
 # ---------------------------------------------------------------- capacity, expiry
@@ -415,7 +454,8 @@ async def test_env_variables_reach_the_layer(monkeypatch: pytest.MonkeyPatch) ->
     layer = get_channel_layer_from_env()
     try:
         assert (layer.prefix, layer.expiry, layer.group_expiry, layer.capacity) == ("envp", 30.0, 120.0, 7)
-        assert (layer.use_pubsub, layer.sharded_pubsub) == (False, True)  # type: ignore[attr-defined]
+        # the seed's Pub/Sub switches are accepted and have no effect: nothing keeps them
+        assert not hasattr(layer, "use_pubsub") and not hasattr(layer, "sharded_pubsub")
         assert "6399" in layer._where  # type: ignore[attr-defined]
         with pytest.raises(BrokerUnavailable, match="6399"):
             await layer.send("test.nowhere", {"type": "m"})
@@ -478,6 +518,10 @@ async def test_sentinel(tmp_path: Path) -> None:
         assert (await receive(first, "test.sentinel"))["n"] == 3
         assert _keys(master, first.prefix, db=3)  # the data went to the master the sentinel named
         assert not _keys(master, first.prefix, db=0)
+        name = first.client_name  # type: ignore[attr-defined]
+        assert _client_addresses(master.port, name)
+        await _cleanup(layers)
+        assert (_client_addresses(master.port, name), _client_addresses(sentinel.port, name)) == (set(), set())
     finally:
         await _cleanup(layers)
         sentinel.stop()
