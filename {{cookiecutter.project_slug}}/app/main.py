@@ -41,7 +41,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             lifecycle.before_shutdown.remove(close_sockets)
             await service.stop()
 
-    app = FastAPI(title="Chat", lifespan=lifespan, docs_url="/docs")
+    # The API's docs and schema are for developers: off in production (the Docker image's default).
+    docs = settings.environment != "production"
+    app = FastAPI(title="Chat", lifespan=lifespan, docs_url="/docs" if docs else None,
+                  redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
     app.include_router(router)
     if importlib.util.find_spec(".worker", __package__):  # the Celery jobs API (use_celery=yes)
         app.include_router(importlib.import_module(".worker.api", __package__).router)

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Mapping
 from functools import lru_cache
 
 from dotenv import load_dotenv
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ..channels.config import config_from_env, import_backend
 from ..settings import ROOT
 
-DEFAULT_URLS = {
-    "redis": ("FASTAPI_WEBSOCKETS_REDIS_URL", "redis://127.0.0.1:6379/0"),
-    "postgresql": ("FASTAPI_WEBSOCKETS_POSTGRESQL_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
-    "rabbitmq": ("FASTAPI_WEBSOCKETS_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//"),
-}
-
-
-def _url(environ: Mapping[str, str], backend: str) -> str:
-    variable, default = DEFAULT_URLS[backend]
-    return environ.get(variable) or default
+#: Where jobs go when the layer's broker has no Celery transport (nats, inmemory, a custom backend):
+#: the Redis of ``FASTAPI_WEBSOCKETS_REDIS_URL``, by default the one the Redis layer defaults to.
+FALLBACK_REDIS_URL = "redis://localhost:6379/0"
 
 
 def sqlalchemy_url(dsn: str) -> str:
@@ -32,24 +26,33 @@ def sqlalchemy_url(dsn: str) -> str:
     return dsn
 
 
-def default_celery_urls(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
-    """``(broker, result backend)`` for the stack ``FASTAPI_WEBSOCKETS_BACKEND`` names.
+def redis_celery_urls() -> tuple[str, str]:
+    """``(broker, result backend)`` on the Redis of ``FASTAPI_WEBSOCKETS_REDIS_URL`` (or ``FALLBACK_REDIS_URL``)."""
+    url = os.environ.get("FASTAPI_WEBSOCKETS_REDIS_URL") or FALLBACK_REDIS_URL
+    return url, url
 
-    rabbitmq: the same RabbitMQ, results over ``rpc://``; postgresql: kombu's SQLAlchemy transport
-    (``sqla+postgresql://``) and ``db+postgresql://`` results; redis: the layer's Redis for both.
-    nats (and inmemory): kombu has no NATS transport, so Redis (``FASTAPI_WEBSOCKETS_REDIS_URL`` or
-    127.0.0.1:6379) -- the SQLAlchemy transport polls a table, which suits a stack that already
-    runs PostgreSQL, not one that would add a database only to queue jobs.
+
+def default_celery_urls() -> tuple[str, str]:
+    """``(broker, result backend)`` for the layer the environment describes.
+
+    Each broker's package says how Celery reaches it (``backends/<broker>/celery_transport.py``,
+    given the layer's validated CONFIG, so its defaults are the layer's); a backend without one
+    (inmemory, a custom dotted path) gets ``redis_celery_urls()``, as nats does (kombu has no NATS
+    transport). A configuration Celery cannot follow raises ``ConfigurationError``.
     """
-    environ = os.environ if environ is None else environ
-    backend = environ.get("FASTAPI_WEBSOCKETS_BACKEND", "inmemory").strip().lower()
-    if backend == "rabbitmq":
-        return _url(environ, "rabbitmq"), "rpc://"
-    if backend == "postgresql":
-        dsn = sqlalchemy_url(_url(environ, "postgresql"))
-        return f"sqla+{dsn}", f"db+{dsn}"
-    redis_url = _url(environ, "redis")
-    return redis_url, redis_url
+    entry = config_from_env()
+    package = import_backend(entry["BACKEND"]).__module__.rpartition(".")[0]
+    name = f"{package}.celery_transport"
+    try:
+        transport = importlib.import_module(name) if package else None
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        transport = None
+    if transport is None:
+        return redis_celery_urls()
+    urls: tuple[str, str] = transport.celery_urls(entry["CONFIG"])
+    return urls
 
 
 class CeleryUrls(BaseSettings):
@@ -96,7 +99,10 @@ def get_job_settings() -> JobSettings:
 
 
 def celery_urls() -> tuple[str, str]:
+    """``CELERY_BROKER_URL`` / ``CELERY_RESULT_BACKEND``, each defaulting to ``default_celery_urls()``."""
     load_dotenv(ROOT / ".env", override=False)
-    broker, backend = default_celery_urls()
     urls = CeleryUrls()
+    if urls.celery_broker_url and urls.celery_result_backend:  # the layer's config is not consulted
+        return urls.celery_broker_url, urls.celery_result_backend
+    broker, backend = default_celery_urls()
     return urls.celery_broker_url or broker, urls.celery_result_backend or backend
