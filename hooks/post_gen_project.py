@@ -7,6 +7,8 @@ Pruning goes by file patterns, so files added later for a backend (``tests/chann
 from __future__ import annotations
 
 import json
+import os
+import re
 import secrets
 import shutil
 from pathlib import Path
@@ -22,6 +24,8 @@ BACKEND_PATTERNS = (
     "tests/channels/{name}_*.py",
     "compose/{name}*.yaml",
     "requirements/*{name}*.txt",  # redis.txt, celery-redis.txt
+    "deploy/k8s/overlays/{name}",  # the broker's production overlay (chart values, operator resources)
+    "deploy/k8s/components/{name}*",  # its settings, dev StatefulSet (<name>-dev), Celery on it (nats-celery)
 )
 # A developer's template checkout may hold these; cookiecutter.json copies them unrendered, then they go.
 JUNK = (
@@ -63,28 +67,30 @@ def remove_junk() -> None:
 
 
 def create_env_file() -> None:
-    """``.env`` from ``.env.example``, with a random secret of this bake's own (never the example's)."""
+    """``.env`` from ``.env.example``, with a random value of this bake's own for every ``change-me``
+    (the secret key and each broker password), readable by its owner only."""
     example, env = PROJECT / ".env.example", PROJECT / ".env"
     if example.is_file() and not env.exists():
-        text = example.read_text().replace("APP_SECRET_KEY=change-me", f"APP_SECRET_KEY={secrets.token_urlsafe(48)}")
-        env.write_text(text)
+        text = re.sub(r"^(\w+)=change-me$", lambda m: f"{m[1]}={secrets.token_urlsafe(48)}", example.read_text(),
+                      flags=re.MULTILINE)
+        descriptor = os.open(env, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(text)
 
 
 def next_steps(context: dict[str, str]) -> str:
+    """The one way to run it in development and the one in production, as the README says."""
     layer = context["channel_layer"]
     extras = [layer] if layer != "inmemory" else []
     if context["use_celery"] == "yes":
         extras.append("celery")
+    broker = f" (the {layer} broker at .env's address)" if layer != "inmemory" else ""
     steps = [
         f"cd {context['project_slug']}",
         f"python{context['python_version']} -m venv .venv && . .venv/bin/activate",
         f"pip install -e '.[{','.join([*extras, 'test'])}]'",
-    ]
-    if (PROJECT / "compose" / f"{layer}.yaml").exists():
-        steps.append(f"docker compose -f compose/{layer}.yaml up -d  # broker")
-    steps += [
-        "uvicorn app.main:app --reload  # development, one process",
-        f"gunicorn -c gunicorn.conf.py app.main:app  # WEB_CONCURRENCY={context['web_workers']} workers",
+        f"uvicorn app.main:app --reload --ws websockets-sansio  # development: one process{broker}",
+        f"docker compose up --build  # production: the {layer} stack behind nginx on :8000, secrets from .env",
         "python -m pytest  # broker tests skip when their broker is down",
     ]
     header = f"{context['project_name']} ({layer} channel layer). Next steps:"

@@ -1,10 +1,14 @@
+"""``python -m app migrate [revision]``: management commands only.
+
+The server has one way to run per setting: ``uvicorn app.main:app --reload --ws websockets-sansio``
+in development, ``gunicorn -c gunicorn.conf.py app.main:app`` (the Docker image) in production.
+"""
+
 import sys
 
-if sys.argv[1:2] == ["migrate"]:
-    from .db.cli import migrate_main
+if sys.argv[1:2] != ["migrate"]:
+    sys.exit("usage: python -m app migrate [revision] (serve with uvicorn in development, gunicorn in production)")
 
-    migrate_main(sys.argv[2:])
-else:
-    from .server import main
+from .db.cli import migrate_main
 
-    main()
+migrate_main(sys.argv[2:])

@@ -1,4 +1,6 @@
-"""uvicorn and gunicorn entry points that shut down gracefully.
+"""The gunicorn worker class (production: ``gunicorn -c gunicorn.conf.py app.main:app``), which shuts down gracefully.
+
+Development runs ``uvicorn app.main:app --reload --ws websockets-sansio`` instead: one process, no drain.
 
 uvicorn closes every WebSocket with 1012 the moment it shuts down. ``GracefulServer`` first
 stops accepting, then lets the app close its sockets with 1001 (going away) and leave its
@@ -39,14 +41,3 @@ class ChatWorker(UvicornWorker):
         if not server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
-
-def main() -> None:
-    """``python -m app``: one process, for development and the in-memory layer."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Serve the chat in one process.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    args = parser.parse_args()
-    config = uvicorn.Config("app.main:app", host=args.host, port=args.port, ws="websockets-sansio", lifespan="on")
-    GracefulServer(config).run()
