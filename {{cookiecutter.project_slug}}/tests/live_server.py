@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from typing import Any
 from .brokers import URLS
 
 TEST_SECRET = "test-secret-" + "x" * 32
+TEST_PASSWORD = "correct horse battery"
 ROOT = Path(__file__).resolve().parent.parent
 BROKER_ENV = {
     "redis": "FASTAPI_WEBSOCKETS_REDIS_URL",
@@ -26,6 +28,26 @@ BROKER_ENV = {
     "nats": "FASTAPI_WEBSOCKETS_NATS_SERVERS",
     "rabbitmq": "FASTAPI_WEBSOCKETS_RABBITMQ_URL",
 }
+
+
+def post_json(url: str, body: Any, token: str | None = None, timeout: float = 30) -> tuple[int, Any]:
+    """One JSON POST: ``(status, decoded body)``."""
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def signup_and_token(base_url: str, username: str, password: str = TEST_PASSWORD) -> str:
+    """Sign ``username`` up (or, when taken, log in) on the service at ``base_url``; the token."""
+    status, body = post_json(f"{base_url}/api/signup", {"username": username, "password": password})
+    if status == 409:
+        status, body = post_json(f"{base_url}/api/login", {"username": username, "password": password})
+    assert status in (200, 201), body
+    return str(body["token"])
 
 
 def free_port() -> int:
@@ -40,12 +62,18 @@ def service_env(backend: str, prefix: str, **extra: str) -> dict[str, str]:
     env.update({
         "FASTAPI_WEBSOCKETS_BACKEND": backend, "APP_ENVIRONMENT": "test", "APP_SECRET_KEY": TEST_SECRET,
         "APP_PRESENCE_INTERVAL_SECONDS": "1", "PYTHONUNBUFFERED": "1",
+        # one database per prefix and test process (servers sharing a prefix share their users)
+        "APP_DATABASE_URL": f"sqlite+aiosqlite:///{tempfile.gettempdir()}/chat-test-{prefix}-{os.getpid()}.db",
+        # every test client comes from 127.0.0.1: the per-address handshake rate is raised where not tested
+        "APP_HANDSHAKE_RATE_PER_ADDRESS": "1000", "APP_MAX_CONNECTIONS_PER_USER": "100",
     })
     if backend in BROKER_ENV:
         env[BROKER_ENV[backend]] = URLS[backend]
         env[f"FASTAPI_WEBSOCKETS_{backend.upper()}_PREFIX"] = prefix
     if backend == "postgresql":  # the shared test server allows 100 connections for every parallel test
         env["FASTAPI_WEBSOCKETS_POSTGRESQL_POOL_SIZE"] = "2"
+    # the instance's own database (SQLite, WAL: every worker shares it), kept across restarts of the instance
+    env["APP_DATABASE_URL"] = f"sqlite+aiosqlite:///{Path(tempfile.gettempdir()) / f'chat-{prefix}.db'}"
     env.update(extra)
     return env
 
@@ -88,10 +116,9 @@ class LiveServer:
         with urllib.request.urlopen(self.url + path, timeout=5) as response:
             return str(response.read().decode())
 
-    def login(self, username: str) -> str:
-        status, body = self.post("/api/login", {"username": username})
-        assert status == 200, body
-        return str(body["token"])
+    def login(self, username: str, password: str = TEST_PASSWORD) -> str:
+        """A token of ``username``: signed up with ``password`` on first use, logged in after."""
+        return signup_and_token(self.url, username, password)
 
     def worker_pids(self) -> list[int]:
         """gunicorn's worker processes (children of the master)."""

@@ -5,140 +5,71 @@ send as soon as the layer accepted it. A retry after a broker blip then resumes 
 attempt stopped. A send whose outcome is unknown (the broker took it, then the connection dropped
 before the reply) is resent, so the layer delivers at least once; the chat consumer drops a repeat
 of the same job message (app/chat/recent.py), so each client sees it exactly once.
+
+The markers are rows of ``job_markers`` in the app's own database (APP_DATABASE_URL, migrated
+by Alembic like every table), whatever the broker: the Celery worker is synchronous, so it
+reaches the same database through a sync driver (sqlite3, or psycopg2 from the celery extra).
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
+import asyncio
 import time
 from collections.abc import Iterable
-from typing import Protocol
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
+
+from sqlalchemy import Engine, Table, create_engine, delete, event, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from ..db.engine import SQLITE_BUSY_TIMEOUT_MS, parse_url, sqlite_path
+from ..db.markers import JobMarker
+from ..db.migrate import migrate
+
+SYNC_DRIVERS = {"sqlite": "sqlite+pysqlite", "postgresql": "postgresql+psycopg2"}
+table = cast(Table, JobMarker.__table__)
 
 
-class Markers(Protocol):
-    def unsent(self, keys: Iterable[str]) -> list[str]: ...
-
-    def mark(self, key: str) -> None: ...
-
-
-class RedisMarkers:
-    """``SET key 1 EX ttl`` per send; ``MGET`` to find what is left."""
-
-    def __init__(self, url: str, ttl: int, prefix: str = "chat-jobs:sent:") -> None:
-        import redis
-
-        self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        self.ttl, self.prefix = ttl, prefix
-
-    def unsent(self, keys: Iterable[str]) -> list[str]:
-        keys = list(keys)
-        values = self.client.mget([self.prefix + key for key in keys]) if keys else []
-        return [key for key, value in zip(keys, values, strict=True) if value is None]
-
-    def mark(self, key: str) -> None:
-        self.client.set(self.prefix + key, b"1", ex=self.ttl)
+def sync_engine(url: str) -> Engine:
+    """A sync engine on the database of the app's async ``url``."""
+    parsed = parse_url(url)
+    engine = create_engine(parsed.set(drivername=SYNC_DRIVERS[parsed.get_backend_name()]), pool_pre_ping=True)
+    if sqlite_path(parsed) is not None:
+        @event.listens_for(engine, "connect")
+        def _busy_timeout(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    return engine
 
 
-class SqlMarkers:
-    """One row per send in ``chat_job_markers`` (primary key: the marker), pruned after ``ttl``."""
+class Markers:
+    """One ``job_markers`` row per send, expiring ``ttl`` seconds after it was marked."""
 
     def __init__(self, url: str, ttl: int) -> None:
-        import sqlalchemy as sa
-
-        self.sa = sa
-        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self.engine = sync_engine(url)
+        # the web workers migrate at startup too; a worker that starts first must not wait for them
+        # (in a thread of its own: this may be called where an event loop runs)
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(lambda: asyncio.run(migrate(url))).result()
         self.ttl = ttl
-        self.table = sa.Table("chat_job_markers", sa.MetaData(),
-                              sa.Column("key", sa.Text, primary_key=True),
-                              sa.Column("at", sa.Float, nullable=False, index=True))
-        from sqlalchemy.exc import IntegrityError, ProgrammingError
-
-        with contextlib.suppress(IntegrityError, ProgrammingError):  # another process created it meanwhile
-            self.table.create(self.engine, checkfirst=True)
-        with self.engine.begin() as conn:
-            conn.execute(self.table.delete().where(self.table.c.at < time.time() - ttl))
+        self._insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        with self.engine.begin() as connection:
+            connection.execute(delete(table).where(table.c.expires < time.time()))
 
     def unsent(self, keys: Iterable[str]) -> list[str]:
         keys = list(keys)
         if not keys:
             return []
-        with self.engine.connect() as conn:
-            found = set(conn.scalars(self.sa.select(self.table.c.key).where(self.table.c.key.in_(keys))))
+        with self.engine.connect() as connection:
+            found = set(connection.scalars(select(table.c.key).where(
+                table.c.key.in_(keys), table.c.expires >= time.time())))
         return [key for key in keys if key not in found]
 
     def mark(self, key: str) -> None:
-        from sqlalchemy.dialects.postgresql import insert
+        expires = time.time() + self.ttl
+        with self.engine.begin() as connection:
+            connection.execute(self._insert(table).values(key=key, expires=expires).on_conflict_do_update(
+                index_elements=["key"], set_={"expires": expires}))
 
-        with self.engine.begin() as conn:
-            conn.execute(insert(self.table).values(key=key, at=time.time()).on_conflict_do_nothing())
-
-
-class AmqpMarkers:
-    """RabbitMQ has no key-value store: a marker is an empty queue that expires after ``ttl``.
-
-    ``queue_declare(passive=True)`` tells whether it exists; used only on the rabbitmq stack.
-    """
-
-    def __init__(self, url: str, ttl: int, prefix: str = "chat-jobs.sent.") -> None:
-        from kombu import Connection
-
-        self.connection = Connection(url, connect_timeout=5)
-        self.ttl, self.prefix = ttl, prefix
-        self._lock = threading.Lock()
-
-    def _exists(self, name: str) -> bool:
-        channel = self.connection.channel()
-        try:
-            channel.queue_declare(name, passive=True)
-            return True
-        except self.connection.channel_errors:
-            return False
-        finally:
-            with contextlib.suppress(Exception):  # already closed by the NOT_FOUND error
-                channel.close()
-
-    def unsent(self, keys: Iterable[str]) -> list[str]:
-        with self._lock:
-            self.connection.ensure_connection(max_retries=1)
-            return [key for key in keys if not self._exists(self.prefix + key)]
-
-    def mark(self, key: str) -> None:
-        with self._lock:
-            channel = self.connection.channel()
-            try:
-                channel.queue_declare(self.prefix + key, durable=True, auto_delete=False,
-                                      arguments={"x-expires": self.ttl * 1000})
-            finally:
-                channel.close()
-
-
-class MemoryMarkers:
-    """This process only: retries on the same process are deduplicated, redeliveries elsewhere not."""
-
-    def __init__(self) -> None:
-        self.sent: set[str] = set()
-
-    def unsent(self, keys: Iterable[str]) -> list[str]:
-        return [key for key in keys if key not in self.sent]
-
-    def mark(self, key: str) -> None:
-        self.sent.add(key)
-
-
-def markers_for(url: str, ttl: int) -> Markers:
-    """The marker store a URL names: redis(s)://, [db+|sqla+]postgresql://, amqp://, memory://."""
-    for prefix in ("db+", "sqla+"):
-        url = url.removeprefix(prefix)
-    scheme = url.split("://", 1)[0].lower()
-    if scheme in ("redis", "rediss", "unix"):
-        return RedisMarkers(url, ttl)
-    if scheme.startswith("postgresql"):
-        from .settings import sqlalchemy_url
-
-        return SqlMarkers(sqlalchemy_url(url), ttl)
-    if scheme in ("amqp", "amqps", "pyamqp"):
-        return AmqpMarkers(url, ttl)
-    if scheme == "memory":
-        return MemoryMarkers()
-    raise ValueError(f"APP_JOBS_DEDUP_URL: no marker store for {scheme!r} URLs (use redis, postgresql or amqp)")
+    def close(self) -> None:
+        self.engine.dispose()

@@ -82,9 +82,7 @@ class JobSettings(BaseSettings):
     retry_backoff_max_seconds: int = Field(60, gt=0)
     soft_time_limit_seconds: float = Field(120, gt=0)
     time_limit_seconds: float = Field(150, gt=0)
-    #: Where "already sent" markers live; default: the result backend when it is Redis or
-    #: PostgreSQL, else the layer's Redis URL (see docs/celery.md).
-    dedup_url: str | None = None
+    #: How long an "already sent" marker (table job_markers in APP_DATABASE_URL) is kept.
     dedup_ttl_seconds: int = Field(7 * 86400, gt=0)
     #: The web service, for ``GET /api/rooms`` (broadcast without a room list, room statistics).
     service_url: str = "http://127.0.0.1:8000"

@@ -19,10 +19,11 @@ from kombu.exceptions import OperationalError
 
 from ..channels import BrokerUnavailable
 from ..chat.protocol import room_group, user_group
+from ..settings import get_settings
 from .celery_app import celery
-from .dedup import Markers, markers_for
+from .dedup import Markers
 from .layer_bridge import get_bridge
-from .settings import celery_urls, get_job_settings
+from .settings import get_job_settings
 
 logger = logging.getLogger("app.worker")
 _markers: Markers | None = None
@@ -30,11 +31,8 @@ _markers: Markers | None = None
 
 def markers() -> Markers:
     global _markers
-    if _markers is None:
-        jobs = get_job_settings()
-        broker, backend = celery_urls()
-        default = broker if backend.startswith("rpc") else backend
-        _markers = markers_for(jobs.dedup_url or default, jobs.dedup_ttl_seconds)
+    if _markers is None:  # in the app's database, whatever the broker (dedup.py)
+        _markers = Markers(get_settings().database_url.get_secret_value(), get_job_settings().dedup_ttl_seconds)
     return _markers
 
 
@@ -102,41 +100,44 @@ def send_once(job_id: str, sends: Sequence[tuple[str, str, dict[str, Any]]]) -> 
     return sent
 
 
-def announcement(job_id: str, room: str, text: str) -> dict[str, Any]:
-    return {"type": "chat.announcement", "id": job_id, "room": room, "text": text, "ts": time.time()}
+def announcement(job_id: str, room: str, text: str, sender: str = "system") -> dict[str, Any]:
+    return {"type": "chat.announcement", "id": job_id, "room": room, "from": sender, "text": text, "ts": time.time()}
 
 
 def fetch_rooms() -> list[dict[str, Any]]:
     """``GET /api/rooms`` of the web service: ``[{"name": ..., "members": ...}]``."""
     url = get_job_settings().service_url.rstrip("/") + "/api/rooms"
-    with urllib.request.urlopen(url, timeout=10) as response:
+    token = get_settings().service_token.get_secret_value()  # APP_SERVICE_TOKEN, shared with the web service
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=10) as response:
         rooms: list[dict[str, Any]] = json.loads(response.read())
     return rooms
 
 
 @celery.task(base=JobTask, bind=True, name="app.worker.tasks.announce")
-def announce(self: Task, room: str, text: str, announcement_id: str | None = None) -> dict[str, Any]:
+def announce(self: Task, room: str, text: str, announcement_id: str | None = None,
+             sender: str = "system") -> dict[str, Any]:
     """Post an announcement to one room; its id is the task id unless given."""
     job_id = announcement_id or self.request.id
-    sent = send_once(job_id, [(f"room:{room}", room_group(room), announcement(job_id, room, text))])
+    sent = send_once(job_id, [(f"room:{room}", room_group(room), announcement(job_id, room, text, sender))])
     return {"id": job_id, "room": room, "sent": sent}
 
 
 @celery.task(base=JobTask, bind=True, name="app.worker.tasks.announce_rooms")
-def announce_rooms(self: Task, job_id: str, rooms: list[str], text: str) -> dict[str, Any]:
+def announce_rooms(self: Task, job_id: str, rooms: list[str], text: str, sender: str = "system") -> dict[str, Any]:
     """One chunk of a broadcast."""
-    sent = send_once(job_id, [(f"room:{room}", room_group(room), announcement(job_id, room, text))
+    sent = send_once(job_id, [(f"room:{room}", room_group(room), announcement(job_id, room, text, sender))
                               for room in rooms])
     return {"rooms": len(rooms), "sent": sent}
 
 
 @celery.task(base=JobTask, bind=True, name="app.worker.tasks.broadcast")
-def broadcast(self: Task, text: str, rooms: list[str] | None = None) -> dict[str, Any]:
+def broadcast(self: Task, text: str, rooms: list[str] | None = None, sender: str = "system") -> dict[str, Any]:
     """Announce to ``rooms``, or to every room the service reports; fans out in chunks."""
     job_id = self.request.id
     names = sorted(set(rooms)) if rooms is not None else [room["name"] for room in fetch_rooms()]
     size = get_job_settings().broadcast_chunk_size
-    parts = [announce_rooms.si(job_id, part, text).set(task_id=f"{job_id}-{index}")
+    parts = [announce_rooms.si(job_id, part, text, sender).set(task_id=f"{job_id}-{index}")
              for index, part in enumerate(chunks(names, size))]
     if parts:
         group(parts).apply_async()

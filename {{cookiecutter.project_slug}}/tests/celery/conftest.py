@@ -77,6 +77,6 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     extra = {}
     if request.param == "rabbitmq":  # rpc:// results reach only the caller: job state needs Redis here
         require_broker("redis")
-        extra = {"CELERY_RESULT_BACKEND": URLS["redis"], "APP_JOBS_DEDUP_URL": URLS["rabbitmq"]}
+        extra = {"CELERY_RESULT_BACKEND": URLS["redis"]}
     with run_stack(request.param, prefix, tmp_path, env=stack_env(request.param, prefix, **extra)) as running:
         yield running
