@@ -420,6 +420,31 @@ async def test_close_closes_every_connection_of_sharded_hosts_and_cluster(
         assert [_client_addresses(s.port, name) for s in servers] == [set()] * len(servers), config
 
 
+async def _a_left_receive_gives_back(make: Factory) -> None:
+    quitter, sender, other = make(), make(), make()
+    read = asyncio.create_task(quitter._receive("test.left"))  # type: ignore[attr-defined]  # the broker read
+    await asyncio.sleep(0.3)  # blocked in its BLPOP
+    read.cancel()
+    await sender.send("test.left", {"type": "m", "n": 1})  # the pop still running takes it, then gives it back
+    await sender.send("test.left", {"type": "m", "n": 2})
+    assert [(await receive(other, "test.left"))["n"] for _ in range(2)] == [1, 2]
+    await quitter.close()  # nothing left over to wait for
+    assert quitter._leftovers == set()  # type: ignore[attr-defined]
+
+
+async def test_a_receive_that_left_holds_no_message(make_layer: Factory) -> None:
+    """A cancelled named read never keeps what its pop took: it goes back, in order, for any process."""
+    await _a_left_receive_gives_back(make_layer)
+
+
+async def test_a_receive_that_left_holds_no_message_on_cluster(cluster_nodes: list[RedisServer]) -> None:
+    make, layers = _factory({"url": cluster_nodes[0].url, "cluster": True})
+    try:
+        await _a_left_receive_gives_back(make)
+    finally:
+        await _cleanup(layers)
+
+
 # ---------------------------------------------------------------- capacity, expiry
 
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -64,6 +65,7 @@ from .scripts import GROUP_SEND, MEMBERS, SEND, STAMP, Call, merge_sends, run_sc
 if TYPE_CHECKING:
     from .connections import Client
 
+logger = logging.getLogger("app.channels")
 _T = TypeVar("_T")
 INBOX_BATCH = 512
 PIPELINE_BATCH = 512
@@ -117,7 +119,8 @@ class RedisChannelLayer(BaseChannelLayer):
         self._limit = asyncio.Semaphore(max_connections)
         # Blocked named-channel pops may hold at most half the pool: sends always find a connection.
         self._receive_slots = asyncio.Semaphore(max(1, max_connections // 2))
-        self._abandoned: set[asyncio.Task[Any]] = set()
+        self._abandoned: set[asyncio.Task[Any]] = set()  # inbox pops whose reader was cancelled
+        self._leftovers: set[asyncio.Future[Any]] = set()  # named pops (and give-backs) whose receive left
         self._pipeline: AutoBatch[Call] = AutoBatch(
             self._pipelined, PIPELINE_BATCH, "Redis auto-pipeline",
             size=lambda call: sum(len(arg) for arg in call[2] if isinstance(arg, bytes)),
@@ -144,7 +147,7 @@ class RedisChannelLayer(BaseChannelLayer):
         return split_results(results, spans)
 
     async def _abandon_on_cancel(self, call: Awaitable[_T]) -> _T:
-        """Await a blocking pop so that cancelling the caller returns at once.
+        """Await an inbox pop so that cancelling the reader (only ``close()`` does) returns at once.
 
         redis-py's RedisCluster can absorb a cancellation that lands in a blocked read (seen with
         redis-py 8.1: the task stays in the read). The pop goes on in its own task until the
@@ -194,14 +197,46 @@ class RedisChannelLayer(BaseChannelLayer):
             raise ChannelFull(f"channel {channel!r} is full ({capacity} messages)")
 
     async def _receive(self, channel: str) -> bytes | None:
+        """A blocking pop, never cancelled once sent: a receive that leaves before it ends lets it
+        run out (at most ``receive_timeout``) and gives what it took back to the list's head, so
+        this process holds a named channel's messages only while a receive waits for them."""
         key = self._named_key(channel)
         async with self._receive_slots, self._op():
-            client = self._redis.for_key(key)
-            result = await self._abandon_on_cancel(client.blpop([key], timeout=self.receive_timeout))
+            pop = asyncio.ensure_future(self._redis.for_key(key).blpop([key], timeout=self.receive_timeout))
+            try:
+                result = await asyncio.shield(pop)
+            except asyncio.CancelledError:
+                self._give_back_later(key, pop)
+                raise
         if result is None:
             return None
         entry = cast(bytes, result[1])  # decode_responses is off: replies are bytes
         return entry[STAMP:]
+
+    def _give_back_later(self, key: str, pop: asyncio.Future[Any]) -> None:
+        self._leftovers.add(pop)
+
+        def done(task: asyncio.Future[Any]) -> None:
+            self._leftovers.discard(task)
+            if task.cancelled() or task.exception() is not None or task.result() is None:
+                return
+            back = asyncio.ensure_future(self._give_back(key, cast(bytes, task.result()[1])))
+            self._leftovers.add(back)
+            back.add_done_callback(self._leftovers.discard)
+
+        pop.add_done_callback(done)
+
+    async def _give_back(self, key: str, entry: bytes) -> None:
+        """Put an entry a departed receive popped back at the head of its list (stamp included)."""
+        try:
+            with broker_errors(self._where, *self._redis.errors):
+                pipe = self._redis.for_key(key).pipeline(transaction=False)
+                pipe.lpush(key, entry)
+                pipe.pexpire(key, self._ttl_ms)
+                await pipe.execute()
+        except BrokerUnavailable as exc:
+            logger.warning("a message of %s could not be put back after its receive left: %s", key, exc)
+            self.dropped += 1
 
     async def _consume_inbox(self, deliver: Callable[[bytes], None]) -> None:
         if self._local_groups:  # after a broker restart the memberships are gone: renew them now
@@ -314,6 +349,10 @@ class RedisChannelLayer(BaseChannelLayer):
     async def _close(self) -> None:
         """Returns once every connection of this layer is closed (pops left behind included)."""
         self._pipeline.fail_pending(BrokerUnavailable("the channel layer closed before the command was sent"))
-        await self._redis.close()  # the abandoned pops' reads fail now
+        # named pops whose receive left end within receive_timeout; what they took goes back first
+        deadline = time.monotonic() + self.receive_timeout + CLOSE_TIMEOUT
+        while self._leftovers and (left := deadline - time.monotonic()) > 0:
+            await asyncio.wait(set(self._leftovers), timeout=left)
+        await self._redis.close()  # the inbox reader's abandoned pops fail now
         await cancel_and_wait(list(self._abandoned), timeout=CLOSE_TIMEOUT)
         await self._redis.close()  # in case one of them connected again meanwhile
