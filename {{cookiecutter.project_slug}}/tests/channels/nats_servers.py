@@ -6,12 +6,14 @@ can kill -9 it and start it again on the same port and store. ``stop_all`` leave
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -38,13 +40,15 @@ def free_port() -> int:
 class NatsServer:
     """One nats-server with JetStream; ``kill()`` is SIGKILL, ``start()`` reuses port and store."""
 
-    def __init__(self, root: Path, name: str, *, max_payload: int | None = None) -> None:
+    def __init__(self, root: Path, name: str, *, max_payload: int | None = None, monitor: bool = False) -> None:
         self.name = name
         self.dir = root / name
         self.dir.mkdir(parents=True)
         self.port = free_port()
         self.cluster_port = free_port()
         self.max_payload = max_payload
+        #: The HTTP monitoring port (``/connz``), or None.
+        self.monitor_port = free_port() if monitor else None
         self.routes: list[int] = []
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -60,6 +64,8 @@ class NatsServer:
         ]
         if self.max_payload:
             lines.append(f"max_payload: {self.max_payload}")
+        if self.monitor_port:
+            lines.append(f"http: 127.0.0.1:{self.monitor_port}")
         if self.routes:
             routes = ", ".join(f"nats-route://127.0.0.1:{port}" for port in self.routes)
             lines.append(f"cluster {{ name: fws, listen: 127.0.0.1:{self.cluster_port}, routes: [{routes}] }}")
@@ -82,6 +88,12 @@ class NatsServer:
                 time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"nats-server {self.name} did not listen on {self.port} within {timeout}s")
+
+    def connection_names(self) -> list[str]:
+        """The names of the clients connected now, from the monitoring endpoint (``monitor=True``)."""
+        assert self.monitor_port, "start the server with monitor=True"
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/connz?limit=1024", timeout=5) as answer:
+            return [conn.get("name", "") for conn in json.load(answer).get("connections") or []]
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

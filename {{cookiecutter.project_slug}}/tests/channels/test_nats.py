@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from app.channels import BrokerUnavailable, ChannelFull, ConfigurationError
+from app.channels import BrokerUnavailable, ChannelFull, ConfigurationError, LayerClosed
 from app.channels.config import build_layer, get_channel_layer_from_env
 
 from ..brokers import URLS, installed_backends, require_broker
@@ -37,13 +37,13 @@ def nats_layer(prefix: str, servers: list[str] | None = None, **config: Any) -> 
 def count_publishes(layer: Any) -> list[str]:
     """Record the subject of every JetStream publish the layer makes (the real publish still runs)."""
     subjects: list[str] = []
-    publish = layer._publish
+    publish = layer._publisher.publish
 
     async def counted(subject: str, *args: Any, **kwargs: Any) -> int:
         subjects.append(subject)
         return int(await publish(subject, *args, **kwargs))
 
-    layer._publish = counted
+    layer._publisher.publish = counted
     return subjects
 
 
@@ -300,6 +300,63 @@ async def test_large_messages_are_chunked(server_root: Path, private_servers: li
     limit = one._nc.max_payload - 8 * 1024
     assert len(set(chunks)) == 1 and len(blob) // limit <= len(chunks) <= len(blob) // limit + 1  # uploaded once
     assert len(published) == len(chunks) + 2  # plus one pointer per member process
+
+
+async def test_close_returns_with_every_connection_closed(server_root: Path, private_servers: list[NatsServer],
+                                                          layers: list[Any]) -> None:
+    """close() wakes a pending receive and returns only once the server has no connection of the layer."""
+    server = NatsServer(server_root, "watched", monitor=True)
+    private_servers.append(server)
+    server.start()
+    await wait_jetstream([server.url])
+    layer = nats_layer("closing", [server.url])
+    layers.append(layer)
+    local = await layer.new_channel()
+    await layer.group_add("room", local)
+    await layer.send("closing.work", {"n": 1})
+    assert (await receive(layer, "closing.work"))["n"] == 1
+    pending = asyncio.create_task(layer.receive("closing.work"))
+    mine = [name for name in server.connection_names() if layer.process_id in name]
+    assert len(mine) == 1
+    await asyncio.wait_for(layer.close(), TIMEOUT)
+    assert [name for name in server.connection_names() if layer.process_id in name] == []
+    with pytest.raises(LayerClosed):
+        await asyncio.wait_for(pending, TIMEOUT)
+
+
+async def test_a_received_message_frees_its_slot_in_a_cluster(server_root: Path, private_servers: list[NatsServer],
+                                                              layers: list[Any]) -> None:
+    """With R3 streams an ack reaches the stream after a later publish may: the receive removes the
+    message from the stream itself, so the slot is free when receive() returns."""
+    nodes = cluster(server_root)
+    private_servers.extend(nodes)
+    for node in nodes:
+        node.start()
+    urls = [node.url for node in nodes]
+    await wait_jetstream(urls, 45)
+    layer = nats_layer("slots", urls, replicas=3, capacity=5, message_timeout=20)
+    layers.append(layer)
+    for n in range(5):
+        await layer.send("slots.work", {"n": n})
+    with pytest.raises(ChannelFull):
+        await layer.send("slots.work", {"n": -1})
+    for n in range(5, 35):
+        assert (await receive(layer, "slots.work"))["n"] == n - 5
+        await layer.send("slots.work", {"n": n})  # never ChannelFull: the received one's slot is free
+
+
+async def test_a_named_message_goes_to_the_process_that_waits(shared_nats: None, prefix: str,
+                                                              layers: list[Any]) -> None:
+    """One process received from a named channel and stopped; another waits: each send reaches the waiter."""
+    done, waiting = nats_layer(prefix), nats_layer(prefix)
+    layers += [done, waiting]
+    await done.send("jobs.queue", {"n": 0})
+    assert (await receive(done, "jobs.queue"))["n"] == 0
+    for n in range(1, 5):
+        pending = asyncio.create_task(waiting.receive("jobs.queue"))
+        await asyncio.sleep(0.2)
+        await done.send("jobs.queue", {"n": n})
+        assert (await asyncio.wait_for(pending, 5))["n"] == n
 
 
 async def test_restart_loses_nothing_acknowledged(server_root: Path, private_servers: list[NatsServer],
