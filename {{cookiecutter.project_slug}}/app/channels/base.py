@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import msgpack
 
+from . import tracing
 from .broker import Backoff, require_positive
 from .exceptions import ChannelFull, ConfigurationError, LayerClosed
 from .names import is_process_local, process_of, validate_channel, validate_group
@@ -95,7 +96,15 @@ class BaseChannelLayer(BrokerPrimitives):
         local = channel in self._local  # made by new_channel() here: valid, and delivered in-process
         if not local:
             validate_channel(channel)
-        data = self.serializer.dumps(validate_message(message), self.expiry)
+        message = validate_message(message)
+        if tracing.enabled:
+            with tracing.producer("send", channel):
+                await self._send_valid(channel, tracing.outgoing(message), local)
+            return
+        await self._send_valid(channel, message, local)
+
+    async def _send_valid(self, channel: str, message: dict[str, Any], local: bool) -> None:
+        data = self.serializer.dumps(message, self.expiry)
         if local or (is_process_local(channel) and process_of(channel) == self.process_id):
             self._put_local(channel, self.serializer.loads(data), raise_full=True)
             return
@@ -108,7 +117,7 @@ class BaseChannelLayer(BrokerPrimitives):
         if queue is None or self._inbox_task is None:  # the hot path is a channel of this process
             validate_channel(channel)
             if not is_process_local(channel):
-                return await self._receive_named_buffered(channel)
+                return self._received(await self._receive_named_buffered(channel))
             if process_of(channel) != self.process_id:
                 raise ValueError(f"channel {channel!r} belongs to another process; receive it there")
             self._ensure_tasks()
@@ -119,8 +128,15 @@ class BaseChannelLayer(BrokerPrimitives):
                 queue.put_nowait(_CLOSED)
                 self._check_open()
             if entry[0] >= time.time():
-                return entry[1]
+                return self._received(entry[1])
             self.dropped += 1  # it expired while it waited here
+
+    @staticmethod
+    def _received(message: dict[str, Any]) -> dict[str, Any]:
+        """The message as the caller sees it: a sender's trace context leaves it here."""
+        if tracing.enabled or tracing.TRACE_KEY in message:
+            return tracing.incoming(message)
+        return message
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """A new process-local channel name, readable only in this process."""
@@ -164,7 +180,15 @@ class BaseChannelLayer(BrokerPrimitives):
         """Send to every member; members whose channel is full miss this message (Channels semantics)."""
         self._check_open()
         validate_group(group)
-        data = self.serializer.dumps(validate_message(message), self.expiry)
+        message = validate_message(message)
+        if tracing.enabled:
+            with tracing.producer("group_send", group):
+                await self._group_send_valid(group, tracing.outgoing(message))
+            return
+        await self._group_send_valid(group, message)
+
+    async def _group_send_valid(self, group: str, message: dict[str, Any]) -> None:
+        data = self.serializer.dumps(message, self.expiry)
         await self._group_send(group, data)
         if group in self._local_groups:  # this process's members: served here, like a local send
             self._deliver_group_locally(group, self.serializer.loads(data))

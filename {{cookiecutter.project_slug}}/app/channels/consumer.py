@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from . import tracing
 from ._compat import server_transport, websocket_send
 from .base import BaseChannelLayer
 from .tasks import cancel_and_wait
@@ -210,14 +211,16 @@ class AsyncWebSocketConsumer:
             frame = await self.websocket.receive()
             if frame["type"] == "websocket.disconnect":
                 return int(frame.get("code") or 1000)
-            await self.receive(text_data=frame.get("text"), bytes_data=frame.get("bytes"))
+            with tracing.frame("binary" if frame.get("bytes") is not None else "text"):
+                await self.receive(text_data=frame.get("text"), bytes_data=frame.get("bytes"))
 
     async def _read_layer(self) -> None:
         assert self.channel_layer is not None
         while True:
             message = await self.channel_layer.receive(self.channel_name)
             try:
-                await self.dispatch(message)
+                with tracing.delivery(str(message.get("type"))):
+                    await self.dispatch(message)
             except Exception:
                 logger.exception("handler for %r failed", message.get("type"))
 

@@ -13,6 +13,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from .. import telemetry
+
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
@@ -45,6 +47,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def make_engine(url: str, pool_size: int = 5) -> AsyncEngine:
+    engine = _make_engine(url, pool_size)
+    telemetry.instrument_engine(engine.sync_engine)
+    return engine
+
+
+def _make_engine(url: str, pool_size: int) -> AsyncEngine:
     parsed = parse_url(url)
     path = sqlite_path(parsed)
     if path is not None:

@@ -12,6 +12,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
 
+from .. import telemetry
 from ..logs import configure_logging
 from ..settings import get_settings
 from .layer_bridge import start_bridge, stop_bridge
@@ -47,6 +48,7 @@ def make_celery() -> Celery:
             "room-stats": {"task": "app.worker.tasks.post_room_stats", "schedule": jobs.stats_interval_seconds,
                            "options": {"queue": jobs.queue, "expires": jobs.stats_interval_seconds}},
         }
+    telemetry.instrument_celery()  # the web process: tasks it queues carry its trace (no-op untraced)
     return app
 
 
@@ -61,9 +63,12 @@ def _logging(**_: Any) -> None:
 
 @worker_process_init.connect
 def _open_layer(**_: Any) -> None:
+    if telemetry.configure(service_name="chat-worker"):  # per forked process: span exporters own a thread
+        telemetry.instrument_celery()
     start_bridge(get_job_settings().layer_timeout_seconds)
 
 
 @worker_process_shutdown.connect
 def _close_layer(**_: Any) -> None:
     stop_bridge()
+    telemetry.shutdown()
