@@ -3,6 +3,7 @@ this test serves on loopback: a message posted on one worker and delivered on an
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -38,7 +39,7 @@ class Receiver(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: Receiver
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         request = ExportTraceServiceRequest()
         request.ParseFromString(self.rfile.read(int(self.headers["Content-Length"])))
         with self.server.lock:
@@ -97,7 +98,7 @@ async def test_a_message_and_its_deliveries_on_other_workers_are_one_trace(
             if sends and len([s for s in spans if s["trace"] == sends[-1]["trace"]
                               and s["name"] == "deliver chat.message"]) >= 2:
                 break
-            time.sleep(0.2)
+            await asyncio.sleep(0.2)
         logs = server.logs()
     (send,) = [s for s in spans if s["name"] == "group_send room.traced"]
     trace = [s for s in spans if s["trace"] == send["trace"]]
