@@ -11,7 +11,7 @@ import keyword
 import sys
 
 CONTEXT: dict[str, object] = json.loads(r"""{{ cookiecutter | tojson }}""")
-PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
+PYTHON_VERSIONS = ("3.11", "3.12", "3.13", "3.14")  # the CI matrix and classifiers list the same
 TOML_STRINGS = (
     "project_name",
     "description",

@@ -28,7 +28,8 @@ REJECTED = [
     ),
     ({"use_celery": "yes"}, "use_celery"),
     ({"python_version": "3.10", "channel_layer": "nats"}, "python_version"),
-    ({"python_version": "3.14"}, "python_version"),
+    ({"python_version": "3.15"}, "python_version"),
+    ({"python_version": "3"}, "python_version"),
 ]
 
 
@@ -63,6 +64,7 @@ def test_rejected(
     "context",
     [
         {"python_version": "3.13", "project_name": "My-Chat Room"},
+        {"python_version": "3.14"},
         {
             "channel_layer": "redis",
             "use_celery": "yes",
@@ -77,3 +79,5 @@ def test_accepted(context: dict[str, str], bake: Bake) -> None:
     assert (project / "pyproject.toml").is_file()
     if "project_name" in context:
         assert project.name == "my_chat_room"
+    if "python_version" in context:  # the image is built on it
+        assert f"ARG PYTHON_VERSION={context['python_version']}\n" in (project / "Dockerfile").read_text()

@@ -13,9 +13,15 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from . import lifecycle
+from .accounts.accounts import Accounts
+from .accounts.api import router as accounts_router
+from .accounts.rooms import RoomAccess
 from .chat.api import router
 from .chat.consumer import ChatConsumer
+from .chat.limits import AddressRate
 from .chat.service import ChatService
+from .db.engine import make_engine
+from .db.migrate import migrate
 from .logs import configure_logging
 from .settings import Settings, get_settings
 
@@ -28,8 +34,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database_url = settings.database_url.get_secret_value()
+        await migrate(database_url)
+        engine = make_engine(database_url)
         service = await ChatService.start(settings)
         app.state.chat = service
+        app.state.accounts = Accounts(settings, engine)
+        app.state.access = RoomAccess(app.state.accounts.store, service.presence)
+        rate = settings.handshake_rate_per_address
+        app.state.handshakes = AddressRate(rate, max(1, int(rate * 10)))
 
         async def close_sockets() -> None:
             await service.stop_connections()
@@ -40,11 +53,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             lifecycle.before_shutdown.remove(close_sockets)
             await service.stop()
+            await engine.dispose()
 
     # The API's docs and schema are for developers: off in production (the Docker image's default).
     docs = settings.environment != "production"
     app = FastAPI(title="Chat", lifespan=lifespan, docs_url="/docs" if docs else None,
                   redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
+    app.include_router(accounts_router)
     app.include_router(router)
     if importlib.util.find_spec(".worker", __package__):  # the Celery jobs API (use_celery=yes)
         app.include_router(importlib.import_module(".worker.api", __package__).router)
@@ -56,7 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.websocket("/ws")
     async def chat_socket(websocket: WebSocket) -> None:
-        await ChatConsumer(app.state.chat)(websocket)
+        state = app.state
+        await ChatConsumer(state.chat, state.accounts, state.access, state.handshakes)(websocket)
 
     return app
 

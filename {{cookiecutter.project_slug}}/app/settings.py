@@ -46,12 +46,49 @@ class Settings(BaseSettings):
     send_batch_frames: int = Field(64, gt=0)
     log_level: str = "INFO"
     log_json: bool | None = None  # default: JSON in production
+    # accounts and limits (docs/accounts.md)
+    #: ``local``: accounts with passwords here; ``oidc``: tokens of APP_OIDC_ISSUER (signup/login answer 404).
+    auth_mode: Literal["local", "oidc"] = "local"
+    token_issuer: str = "realtime-chat"
+    token_audience: str = "realtime-chat"
+    password_min_length: int = Field(8, ge=1, le=128)
+    #: Comma list of user names that are admins (applied at signup and login).
+    admin_usernames: Annotated[list[str], NoDecode] = []
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_username_claim: str = "preferred_username"
+    #: Default: the ``jwks_uri`` of the issuer's /.well-known/openid-configuration.
+    oidc_jwks_url: str = ""
+    #: Seconds a new socket has to send its ``auth`` frame.
+    auth_timeout_seconds: float = Field(5.0, gt=0)
+    login_attempts_per_username: int = Field(5, gt=0)
+    login_attempts_per_address: int = Field(50, gt=0)
+    login_throttle_window_seconds: float = Field(300.0, gt=0)
+    #: Open sockets per user, counted across workers (close 4008 beyond).
+    max_connections_per_user: int = Field(10, gt=0)
+    #: Rooms a user is in at once, over all their sockets.
+    max_rooms_per_user: int = Field(20, gt=0)
+    #: New sockets per second from one client address, per worker (burst: 10 seconds' worth).
+    handshake_rate_per_address: float = Field(20.0, gt=0)
+    #: Bearer token of machines in the deployment: Prometheus (/metrics), the Celery worker (GET /api/rooms).
+    service_token: SecretStr = SecretStr("")
+    #: Binary bytes one socket may share over its life (close 4008 beyond).
+    share_budget_bytes: int = Field(8 * 1024 * 1024, gt=0)
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("admin_usernames", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            return [str(name).strip().lower() for name in value if str(name).strip()]
         return value
 
     @model_validator(mode="after")

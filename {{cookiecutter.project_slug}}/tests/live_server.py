@@ -62,8 +62,6 @@ def service_env(backend: str, prefix: str, **extra: str) -> dict[str, str]:
     env.update({
         "FASTAPI_WEBSOCKETS_BACKEND": backend, "APP_ENVIRONMENT": "test", "APP_SECRET_KEY": TEST_SECRET,
         "APP_PRESENCE_INTERVAL_SECONDS": "1", "PYTHONUNBUFFERED": "1",
-        # one database per prefix and test process (servers sharing a prefix share their users)
-        "APP_DATABASE_URL": f"sqlite+aiosqlite:///{tempfile.gettempdir()}/chat-test-{prefix}-{os.getpid()}.db",
         # every test client comes from 127.0.0.1: the per-address handshake rate is raised where not tested
         "APP_HANDSHAKE_RATE_PER_ADDRESS": "1000", "APP_MAX_CONNECTIONS_PER_USER": "100",
     })

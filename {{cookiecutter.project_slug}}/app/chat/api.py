@@ -1,20 +1,19 @@
-"""The HTTP API: login, rooms, posting and notifying from outside a socket, health, metrics."""
+"""The HTTP API: rooms, posting and notifying from outside a socket, health, metrics (accounts: app/accounts/api.py)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, StringConstraints
+from pydantic import BaseModel
 
+from ..accounts.api import AccessDep, CurrentUser, UserOrService
+from ..accounts.rooms import Forbidden
 from ..metrics import render
-from .auth import InvalidToken, issue_token, verify_token
-from .protocol import NAME_PATTERN, RoomName, Text, UserName
+from .protocol import RoomName, Text, UserName
 from .service import ChatService
 
 router = APIRouter()
-bearer = HTTPBearer(auto_error=False)
 
 
 def get_service(request: Request) -> ChatService:
@@ -23,25 +22,6 @@ def get_service(request: Request) -> ChatService:
 
 
 Service = Annotated[ChatService, Depends(get_service)]
-
-
-def current_user(service: Service, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> str:
-    try:
-        return verify_token(service.settings, credentials.credentials if credentials else None)
-    except InvalidToken as exc:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
-
-
-User = Annotated[str, Depends(current_user)]
-
-
-class Login(BaseModel):
-    username: Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-
-
-class Token(BaseModel):
-    token: str
-    expires_in: int
 
 
 class Room(BaseModel):
@@ -62,32 +42,45 @@ class Accepted(BaseModel):
     id: str
 
 
-@router.post("/api/login", response_model=Token, tags=["auth"])
-async def login(body: Login, service: Service) -> Token:
-    """Issue a signed, expiring token for a nickname (plug your identity provider in here)."""
-    ttl = service.settings.token_ttl_seconds
-    return Token(token=issue_token(service.settings, body.username), expires_in=ttl)
+def forbidden(exc: Forbidden) -> HTTPException:
+    return HTTPException(status.HTTP_403_FORBIDDEN, str(exc))
 
 
 @router.get("/api/rooms", response_model=list[Room], tags=["rooms"])
-async def list_rooms(service: Service) -> list[Room]:
-    return [Room(name=name, members=count) for name, count in service.presence.rooms().items()]
+async def list_rooms(service: Service, identity: UserOrService, access: AccessDep) -> list[Room]:
+    """Rooms with someone in them, without the private rooms the caller is not a member of."""
+    rooms = service.presence.rooms()
+    if identity.role != "service":
+        rooms = await access.visible(rooms, identity.user)
+    return [Room(name=name, members=count) for name, count in rooms.items()]
 
 
-@router.get("/api/rooms/{room}/members", response_model=Members, tags=["rooms"])
-async def room_members(room: RoomName, service: Service) -> Members:
+@router.get("/api/rooms/{room}/members", response_model=Members, tags=["rooms"],
+            responses={403: {"description": "private room, not a member"}})
+async def room_members(room: RoomName, service: Service, identity: CurrentUser, access: AccessDep) -> Members:
+    try:
+        await access.check_enter(room, identity.user)
+    except Forbidden as exc:
+        raise forbidden(exc) from None
     return Members(room=room, members=sorted(service.presence.members(room)))
 
 
-@router.post("/api/rooms/{room}/messages", response_model=Accepted, status_code=202, tags=["rooms"])
-async def post_message(room: RoomName, body: PostText, service: Service, user: User) -> Accepted:
-    message = await service.post_message(room, user, body.text)
+@router.post("/api/rooms/{room}/messages", response_model=Accepted, status_code=202, tags=["rooms"],
+             responses={403: {"description": "not a member of the room"}})
+async def post_message(room: RoomName, body: PostText, service: Service, identity: CurrentUser,
+                       access: AccessDep) -> Accepted:
+    """Post as the caller, who must be in the room on a socket (or, for a private room, invited)."""
+    try:
+        await access.check_post(room, identity.user)
+    except Forbidden as exc:
+        raise forbidden(exc) from None
+    message = await service.post_message(room, identity.user, body.text)
     return Accepted(id=message["id"])
 
 
 @router.post("/api/users/{username}/notify", response_model=Accepted, status_code=202, tags=["users"])
-async def notify_user(username: UserName, body: PostText, service: Service, user: User) -> Accepted:
-    message = await service.notify_user(username, user, body.text)
+async def notify_user(username: UserName, body: PostText, service: Service, identity: CurrentUser) -> Accepted:
+    message = await service.notify_user(username, identity.user, body.text)
     return Accepted(id=message["id"])
 
 
@@ -108,7 +101,10 @@ async def readyz(service: Service, response: Response) -> dict[str, Any]:
     return {"status": "ok", "worker": service.worker_id}
 
 
-@router.get("/metrics", tags=["ops"], response_class=Response)
-async def metrics() -> Response:
+@router.get("/metrics", tags=["ops"], response_class=Response, responses={401: {}, 403: {}})
+async def metrics(identity: UserOrService) -> Response:
+    """For APP_SERVICE_TOKEN (Prometheus' bearer token) or an admin's token."""
+    if identity.role not in ("service", "admin"):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "admins only")
     body, content_type = render()
     return Response(body, media_type=content_type)

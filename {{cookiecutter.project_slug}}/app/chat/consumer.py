@@ -1,17 +1,25 @@
-"""One chat connection: authenticates, enforces limits, speaks the protocol in protocol.py."""
+"""One chat connection: authenticates (the first frame), enforces limits, speaks the protocol in protocol.py.
+
+Close codes (docs/protocol.md): 1008 policy (origin, token in the URL, no or a bad ``auth`` frame, rate
+limit), 1009 frame too big, 4001 session ended (logout), 4003 token expired, 4008 a limit (sockets per
+user, handshakes per address, share budget), 4408 idle.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..accounts.accounts import Accounts
+from ..accounts.rooms import Forbidden, RoomAccess
+from ..accounts.tokens import Identity, InvalidToken
 from ..channels.consumer import AsyncJsonWebSocketConsumer
 from ..metrics import CONNECTIONS, ERRORS, FRAMES_IN, FRAMES_OUT
-from .auth import InvalidToken, verify_token
-from .limits import TokenBucket
+from .limits import AddressRate, TokenBucket, image_matches
 from .presence import PresenceChange
 from .protocol import (
     Direct,
@@ -37,6 +45,7 @@ from .protocol import (
     presence_frame,
     room_group,
     rooms_frame,
+    session_group,
     share_frame,
     typing_frame,
     user_group,
@@ -47,24 +56,32 @@ from .service import ChatService
 
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_SESSION_ENDED = 4001
+CLOSE_TOKEN_EXPIRED = 4003
+CLOSE_LIMIT = 4008
 CLOSE_IDLE = 4408
-MAX_ROOMS_PER_CONNECTION = 20
 
 
 class ChatConsumer(AsyncJsonWebSocketConsumer):
-    def __init__(self, service: ChatService) -> None:
+    def __init__(self, service: ChatService, accounts: Accounts, access: RoomAccess, handshakes: AddressRate) -> None:
         self.send_queue_size = service.settings.send_queue_size  # type: ignore[misc]
         self.batch_frames = service.settings.send_batch_frames  # type: ignore[misc]
         super().__init__(service.layer)
         self.service = service
         self.settings = service.settings
+        self.accounts = accounts
+        self.access = access
+        self.handshakes = handshakes
+        self.identity: Identity | None = None
         self.user: str | None = None
+        self.shared_bytes = 0
         self.rooms: set[str] = set()
         self.pending_share: tuple[str, str] | None = None
         self.bucket = TokenBucket(self.settings.rate_limit_per_second, self.settings.rate_limit_burst)
         self.strikes = 0
         self.last_seen = time.monotonic()
         self._idle_task: asyncio.Task[None] | None = None
+        self._timers: list[asyncio.Task[None]] = []
         self.delivered_jobs = Recent()  # job messages are delivered at least once: drop repeats
 
     # ------------------------------------------------------------------ connection
@@ -74,26 +91,65 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
         if origin and not self._origin_allowed(origin):
             await self._refuse("origin", f"origin {origin} is not allowed")
             return
-        try:
-            user = verify_token(self.settings, self.query_params.get("token"))
-        except InvalidToken as exc:
-            await self._refuse("token", str(exc))
+        if "token" in self.query_params:
+            await self._refuse("token_in_url", 'a token in the URL is not accepted: send {"type": "auth"} first')
+            return
+        address = self.websocket.client.host if self.websocket.client else "unknown"
+        if not self.handshakes.allow(address):
+            await self._refuse("handshake_rate", "too many new connections from your address", CLOSE_LIMIT)
             return
         await self.accept()
-        self.user = user
-        await self.group_add(user_group(user))
+        self._timers.append(asyncio.create_task(self._close_later(
+            self.settings.auth_timeout_seconds, CLOSE_POLICY, "no auth frame in time", "auth_timeout")))
+
+    async def _authenticate(self, text_data: str | None) -> None:
+        """The first frame: ``{"type": "auth", "token": ...}``; anything else closes with 1008."""
+        try:
+            frame = json.loads(text_data) if text_data is not None else None
+        except (ValueError, RecursionError):
+            frame = None
+        token = frame.get("token") if isinstance(frame, dict) and frame.get("type") == "auth" else None
+        if not isinstance(token, str):
+            await self._refuse("auth", 'the first frame must be {"type": "auth", "token": "..."}', accepted=True)
+            return
+        try:
+            identity = await self.accounts.verify(token)
+        except InvalidToken as exc:
+            await self._refuse("token", str(exc), accepted=True)
+            return
+        if self.service.presence.sockets(identity.user) >= self.settings.max_connections_per_user:
+            limit = self.settings.max_connections_per_user
+            await self._refuse("too_many_connections", f"{limit} sockets per user at most", CLOSE_LIMIT, accepted=True)
+            return
+        self._timers[0].cancel()  # the auth timeout
+        self.identity, self.user = identity, identity.user
+        await self.group_add(user_group(identity.user))
+        if identity.session is not None:
+            await self.group_add(session_group(identity.session))
         self.service.connections.add(self)
+        await self.service.presence.connected(identity.user, +1)
         CONNECTIONS.inc()
         self._idle_task = asyncio.create_task(self._drop_when_idle())
-        await self.send_json(welcome_frame(user, self.service.worker_id, self.settings.history_size))
+        self._timers.append(asyncio.create_task(self._close_later(
+            identity.expires - time.time(), CLOSE_TOKEN_EXPIRED, "token expired", "token_expired")))
+        await self.send_json(welcome_frame(identity.user, identity.role, identity.session, self.service.worker_id,
+                                           self.settings.history_size))
+
+    async def _close_later(self, delay: float, code: int, reason: str, what: str) -> None:
+        await asyncio.sleep(max(delay, 0))
+        ERRORS.labels(code=what).inc()
+        await self.close(code, reason)
 
     async def disconnect(self, code: int) -> None:
-        if self._idle_task is not None:
-            self._idle_task.cancel()
+        for task in [self._idle_task, *self._timers]:
+            if task is not None:
+                task.cancel()
         if self.user is None or self not in self.service.connections:
             return
         self.service.connections.discard(self)
         CONNECTIONS.dec()
+        with contextlib.suppress(Exception):
+            await self.service.presence.connected(self.user, -1)
         for room in list(self.rooms):
             self.service.presence.unwatch(room, self._presence_changed)
             with contextlib.suppress(Exception):
@@ -105,11 +161,12 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
             return origin in self.settings.allowed_origins
         return urlsplit(origin).netloc == self.websocket.headers.get("host")
 
-    async def _refuse(self, what: str, reason: str) -> None:
-        """Accept, then close with 1008, so the page can read why (a refused handshake says nothing)."""
+    async def _refuse(self, what: str, reason: str, code: int = CLOSE_POLICY, accepted: bool = False) -> None:
+        """Accept, then close (1008 by default), so the page can read why (a refused handshake says nothing)."""
         ERRORS.labels(code=f"refused_{what}").inc()
-        await self.accept()
-        await self.close(CLOSE_POLICY, reason)
+        if not accepted:
+            await self.accept()
+        await self.close(code, reason)
 
     async def _drop_when_idle(self) -> None:
         timeout = self.settings.idle_timeout_seconds
@@ -123,7 +180,7 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
     # ------------------------------------------------------------------ client frames
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.user is None:
+        if self._closing:
             return
         self.last_seen = time.monotonic()
         size = len(bytes_data) if bytes_data is not None else len((text_data or "").encode())
@@ -131,6 +188,9 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
         if size > limit:
             ERRORS.labels(code="too_big").inc()
             await self.close(CLOSE_TOO_BIG, f"frame of {size} bytes is over the {limit}-byte limit")
+            return
+        if self.user is None:
+            await self._authenticate(text_data)
             return
         if not self.bucket.allow():
             # One error frame per flood (answering each frame would amplify it); a long flood closes.
@@ -165,15 +225,25 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
             return
         room, mime = self.pending_share
         self.pending_share = None
+        self.shared_bytes += len(bytes_data)
+        if self.shared_bytes > self.settings.share_budget_bytes:
+            ERRORS.labels(code="share_budget").inc()
+            await self.close(CLOSE_LIMIT, f"share budget of {self.settings.share_budget_bytes} bytes used up")
+            return
+        if not image_matches(mime, bytes_data):
+            await self.send_json(error_frame("bad_image", f"the data is not a {mime} image"))
+            return
         await self.service.group_send(room_group(room), {"type": "chat.share", "room": room, "from": self.user,
                                                          "mime": mime, "data": bytes_data})
 
     async def on_join(self, frame: Join) -> None:
         room = frame.room
+        if not await self._may_enter(room):
+            return
         if room not in self.rooms:
-            if len(self.rooms) >= MAX_ROOMS_PER_CONNECTION:
-                detail = f"leave a room first (limit {MAX_ROOMS_PER_CONNECTION})"
-                await self.send_json(error_frame("too_many_rooms", detail))
+            limit = self.settings.max_rooms_per_user
+            if len(self.service.presence.rooms_of(self.user or "") | self.rooms) >= limit:
+                await self.send_json(error_frame("too_many_rooms", f"leave a room first (limit {limit} per user)"))
                 return
             await self.group_add(room_group(room))
             self.rooms.add(room)
@@ -205,9 +275,11 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
         await self.send_json(direct_sent_frame(message))
 
     async def on_rooms(self, frame: ListRooms) -> None:
-        await self.send_json(rooms_frame(self.service.presence.rooms()))
+        await self.send_json(rooms_frame(await self.access.visible(self.service.presence.rooms(), self.user or "")))
 
     async def on_who(self, frame: Who) -> None:
+        if not await self._may_enter(frame.room):
+            return
         await self.send_json(members_frame(frame.room, sorted(self.service.presence.members(frame.room))))
 
     async def on_ping(self, frame: Ping) -> None:
@@ -217,6 +289,14 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
         if await self._in_room(frame.room):
             self.pending_share = (frame.room, frame.mime)
 
+    async def _may_enter(self, room: str) -> bool:
+        try:
+            await self.access.check_enter(room, self.user or "")
+        except Forbidden as exc:
+            await self.send_json(error_frame("forbidden", str(exc)))
+            return False
+        return True
+
     async def _in_room(self, room: str) -> bool:
         if room in self.rooms:
             return True
@@ -224,6 +304,9 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
         return False
 
     # ------------------------------------------------------------------ layer messages
+
+    async def session_revoked(self, message: dict[str, Any]) -> None:
+        await self.close(CLOSE_SESSION_ENDED, "logged out")
 
     async def chat_message(self, message: dict[str, Any]) -> None:
         self.service.history.on_delivered(message["room"], message)

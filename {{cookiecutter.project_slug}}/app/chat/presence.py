@@ -51,6 +51,8 @@ class Presence:
         self.notify_delay = notify_delay
         self.local: dict[str, Counter[str]] = {}
         self.remote: dict[str, tuple[float, dict[str, list[str]]]] = {}
+        self.local_sockets: Counter[str] = Counter()  # user -> open sockets here
+        self.remote_sockets: dict[str, dict[str, int]] = {}  # worker -> user -> open sockets there
         self.watchers: dict[str, set[Watcher]] = {}
         self.channel = ""
         self._tasks: list[asyncio.Task[None]] = []
@@ -83,6 +85,32 @@ class Presence:
             if expires_at >= now:
                 users.update(rooms.get(room, ()))
         return users
+
+    def rooms_of(self, user: str) -> set[str]:
+        """The rooms ``user`` is in on any socket, on any worker."""
+        rooms = {room for room, counts in self.local.items() if counts.get(user)}
+        now = time.monotonic()
+        for expires_at, remote_rooms in self.remote.values():
+            if expires_at >= now:
+                rooms.update(room for room, users in remote_rooms.items() if user in users)
+        return rooms
+
+    def sockets(self, user: str) -> int:
+        """Open sockets of ``user`` on every worker (another worker's count is as fresh as its last message)."""
+        now = time.monotonic()
+        remote = sum(counts.get(user, 0) for worker, counts in self.remote_sockets.items()
+                     if self.remote.get(worker, (0.0, {}))[0] >= now)
+        return self.local_sockets[user] + remote
+
+    async def connected(self, user: str, delta: int) -> None:
+        """A socket of ``user`` opened (+1) or closed (-1) here; the other workers hear of it at once."""
+        self.local_sockets[user] += delta
+        count = self.local_sockets[user]
+        if count <= 0:
+            del self.local_sockets[user]
+        with contextlib.suppress(Exception):  # the heartbeat repeats it if the broker is briefly down
+            await self.layer.group_send(GROUP, {"type": "presence.sockets", "worker": self.worker_id,
+                                                "user": user, "count": max(count, 0)})
 
     def rooms(self) -> dict[str, int]:
         names = set(self.local)
@@ -130,7 +158,8 @@ class Presence:
         return {room: sorted(counts) for room, counts in self.local.items()}
 
     async def _broadcast_snapshot(self) -> None:
-        snapshot = {"type": "presence.snapshot", "worker": self.worker_id, "rooms": self._snapshot()}
+        snapshot = {"type": "presence.snapshot", "worker": self.worker_id, "rooms": self._snapshot(),
+                    "sockets": dict(self.local_sockets)}
         await self.layer.group_send(GROUP, snapshot)
 
     async def _heartbeat(self) -> None:
@@ -148,6 +177,7 @@ class Presence:
             if expires_at < now:
                 befores = {room: self.members(room) | set(users) for room, users in rooms.items()}
                 del self.remote[worker]
+                self.remote_sockets.pop(worker, None)
                 logger.info("presence: worker %s went silent; dropping its %d rooms", worker, len(rooms))
                 for room, before in befores.items():
                     self._notify(room, before)
@@ -167,9 +197,15 @@ class Presence:
         kind = message["type"]
         if kind == "presence.sync":
             await self.layer.send(message["reply_to"], {"type": "presence.snapshot", "worker": self.worker_id,
-                                                        "rooms": self._snapshot()})
+                                                        "rooms": self._snapshot(), "sockets": dict(self.local_sockets)})
             return
         _, rooms = self.remote.get(worker, (0.0, {}))
+        if kind == "presence.sockets":
+            self.remote_sockets.setdefault(worker, {})[message["user"]] = int(message["count"])
+            self.remote[worker] = (time.monotonic() + 3 * self.interval, rooms)
+            return
+        if kind == "presence.snapshot":
+            self.remote_sockets[worker] = {str(u): int(n) for u, n in message.get("sockets", {}).items()}
         if kind == "presence.snapshot":
             new_rooms: dict[str, list[str]] = message["rooms"]
         else:

@@ -101,8 +101,14 @@ def user_group(user: str) -> str:
     return f"user.{user}"
 
 
-def welcome_frame(user: str, worker: str, history_size: int) -> dict[str, Any]:
-    return {"type": "welcome", "user": user, "worker": worker, "history_size": history_size}
+def session_group(session: str) -> str:
+    """The layer group every socket of one login session joins (logout closes them all)."""
+    return f"session.{session}"
+
+
+def welcome_frame(user: str, role: str, session: str | None, worker: str, history_size: int) -> dict[str, Any]:
+    return {"type": "welcome", "user": user, "role": role, "session": session, "worker": worker,
+            "history_size": history_size}
 
 
 def error_frame(code: str, detail: str) -> dict[str, Any]:
@@ -160,4 +166,4 @@ def share_frame(message: dict[str, Any]) -> dict[str, Any]:
 
 def announcement_frame(message: dict[str, Any]) -> dict[str, Any]:
     return {"type": "announcement", "id": message.get("id"), "room": message.get("room"),
-            "text": message["text"], "ts": message.get("ts")}
+            "from": message.get("from", "system"), "text": message["text"], "ts": message.get("ts")}

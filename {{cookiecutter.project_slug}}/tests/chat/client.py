@@ -32,7 +32,9 @@ class ChatClient:
 
     @classmethod
     async def connect(cls, ws_url: str, token: str, **kwargs: Any) -> ChatClient:
-        connection = await websockets.connect(f"{ws_url}?token={token}", open_timeout=10, **kwargs)
+        """Open a socket and authenticate with the first frame (never a token in the URL)."""
+        connection = await websockets.connect(ws_url, open_timeout=10, **kwargs)
+        await connection.send(json.dumps({"type": "auth", "token": token}))
         welcome, *rest = unpack(await asyncio.wait_for(connection.recv(), 10))
         assert isinstance(welcome, dict) and welcome["type"] == "welcome", welcome
         client = cls(connection, welcome)

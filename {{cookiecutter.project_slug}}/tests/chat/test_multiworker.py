@@ -65,11 +65,17 @@ async def test_room_presence_typing_and_dms_cross_workers(server: LiveServer) ->
 
 async def test_history_and_http_api_cross_workers(server: LiveServer) -> None:
     token = server.login("dave")
-    status, _ = server.post("/api/rooms/news/messages", {"text": "posted over HTTP"}, token=token)
-    assert status == 202
+    status, body = server.post("/api/rooms/news/messages", {"text": "posted over HTTP"}, token=token)
+    assert (status, body["detail"]) == (403, "join room 'news' on a socket first")
+    dave = await ChatClient.connect(server.ws_url, token)
+    await dave.join("news")
     erin, frank = await clients_on_distinct_workers(server.ws_url, [server.login("erin"), server.login("frank")])
     await erin.join("news")
     await frank.join("news")
+    async with asyncio.timeout(15):  # the HTTP request may reach a worker that hears of dave's join a moment later
+        while (status := server.post("/api/rooms/news/messages", {"text": "first"}, token=token)[0]) == 403:
+            await asyncio.sleep(0.2)
+    assert status == 202
     status, body = server.post("/api/rooms/news/messages", {"text": "second"}, token=token)
     assert status == 202
     for client in (erin, frank):
@@ -79,12 +85,13 @@ async def test_history_and_http_api_cross_workers(server: LiveServer) -> None:
     assert (await frank.expect("direct"))["text"] == "ping"
     # presence travels between workers through the layer: the worker answering may learn of it a moment later
     async with asyncio.timeout(15):
-        while {"name": "news", "members": 2} not in (rooms := server.get("/api/rooms"))[1]:  # noqa: ASYNC110
+        while {"name": "news", "members": 3} not in (rooms := server.request("GET", "/api/rooms", token=token))[1]:
             await asyncio.sleep(0.2)
     assert rooms[0] == 200
+    assert server.get("/api/rooms")[0] == 401
     status, _ = server.post("/api/rooms/news/messages", {"text": "x"}, token="forged")
     assert status == 401
-    for client in (erin, frank):
+    for client in (dave, erin, frank):
         await client.close()
 
 

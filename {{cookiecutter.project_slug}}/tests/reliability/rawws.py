@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import struct
 
@@ -37,12 +38,14 @@ class RawSocket:
     async def open(cls, port: int, token: str) -> RawSocket:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         key = base64.b64encode(os.urandom(16)).decode()
-        writer.write((f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        writer.write((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
                       f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
         async with asyncio.timeout(10):
             head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101"), head
-        return cls(reader, writer)
+        raw = cls(reader, writer)
+        await raw.send(frame(TEXT, json.dumps({"type": "auth", "token": token}).encode()))
+        return raw
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)

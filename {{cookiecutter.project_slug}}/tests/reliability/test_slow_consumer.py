@@ -28,7 +28,8 @@ SHARES = 40  # 10 MB of incompressible data: more than a loopback socket's kerne
 
 
 async def test_slow_consumer_is_dropped_and_others_keep_receiving(tmp_path: Path) -> None:
-    env = service_env("inmemory", "slow", APP_SEND_QUEUE_SIZE="8", APP_RATE_LIMIT_BURST="1000",
+    env = service_env("inmemory", "slow", APP_SEND_QUEUE_SIZE="8", APP_SHARE_BUDGET_BYTES=str(SHARES * 2 * IMAGE_BYTES),
+                      APP_RATE_LIMIT_BURST="1000",
                       APP_RATE_LIMIT_PER_SECOND="1000")
     with live_server(env, workers=1, tmp_path=tmp_path) as server:
         (worker,) = server.worker_pids()
@@ -41,14 +42,14 @@ async def test_slow_consumer_is_dropped_and_others_keep_receiving(tmp_path: Path
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a reader that stops: tiny kernel buffer
         sock.connect(("127.0.0.1", server.port))
-        slow = await websockets.connect(f"{server.ws_url}?token={server.login('slow')}", sock=sock, max_queue=1,
-                                        ping_interval=None, compression=None)
+        slow = await websockets.connect(server.ws_url, sock=sock, max_queue=1, ping_interval=None, compression=None)
+        await slow.send(json.dumps({"type": "auth", "token": server.login("slow")}))
         await slow.send(json.dumps({"type": "join", "room": "busy"}))
         await fast.expect("presence", lambda f: "slow" in f["joined"])
         assert local_port(sock) in tcp_peers(worker)
 
         for _ in range(SHARES):
-            image = os.urandom(IMAGE_BYTES)
+            image = b"\x89PNG\r\n\x1a\n" + os.urandom(IMAGE_BYTES)  # a PNG's magic bytes, then noise
             await sender.send(type="share", room="busy", mime="image/png")
             await sender.connection.send(image)
             assert await fast.expect_bytes(timeout=30) == image

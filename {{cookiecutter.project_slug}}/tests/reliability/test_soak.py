@@ -60,7 +60,8 @@ class Member:
 
 
 async def _connect(server: LiveServer, index: int, token: str) -> Member:
-    connection = await websockets.connect(f"{server.ws_url}?token={token}", open_timeout=60, ping_interval=None)
+    connection = await websockets.connect(server.ws_url, open_timeout=60, ping_interval=None)
+    await connection.send(json.dumps({"type": "auth", "token": token}))
     welcome = unpack(await asyncio.wait_for(connection.recv(), 60))[0]
     assert isinstance(welcome, dict)
     member = Member(f"u{index}", f"soak{index // ROOM_SIZE}", connection, str(welcome["worker"]))

@@ -1,0 +1,1 @@
+"""Accounts: users with argon2id passwords, sessions carried in tokens, roles, private rooms."""
