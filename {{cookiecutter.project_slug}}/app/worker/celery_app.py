@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
 
-from .. import telemetry
+from .. import error_reporting, telemetry
 from ..logs import configure_logging
 from ..settings import get_settings
 from .layer_bridge import start_bridge, stop_bridge
@@ -63,6 +63,7 @@ def _logging(**_: Any) -> None:
 
 @worker_process_init.connect
 def _open_layer(**_: Any) -> None:
+    error_reporting.configure(celery=True)
     if telemetry.configure(service_name="chat-worker"):  # per forked process: span exporters own a thread
         telemetry.instrument_celery()
     start_bridge(get_job_settings().layer_timeout_seconds)
@@ -72,3 +73,4 @@ def _open_layer(**_: Any) -> None:
 def _close_layer(**_: Any) -> None:
     stop_bridge()
     telemetry.shutdown()
+    error_reporting.flush()
