@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -70,6 +71,13 @@ class PrivateRabbitMQ:
         return subprocess.run(
             [CTL, "-n", self.node, *args], env=self.env, capture_output=True, timeout=timeout, check=False
         )
+
+    def connection_names(self) -> list[str]:
+        """The client-given names (``connection_name``) of the node's open connections."""
+        result = self._ctl("-q", "list_connections", "client_properties")
+        if result.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl list_connections failed: {result.stderr!r}")
+        return re.findall(r'"connection_name",longstr,"([^"]*)"', result.stdout.decode())
 
     def start(self, timeout: float = 90) -> None:
         assert self.process is None or self.process.poll() is not None, "node already running"

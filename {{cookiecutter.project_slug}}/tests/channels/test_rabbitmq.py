@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from app.channels import BrokerUnavailable, ChannelFull, ConfigurationError
+from app.channels import BrokerUnavailable, ChannelFull, ConfigurationError, LayerClosed
 from app.channels.config import build_layer, get_channel_layer_from_env
 
 from ..brokers import URLS, installed_backends, require_broker
@@ -25,7 +25,6 @@ if "rabbitmq" not in installed_backends():  # not selected, or removed from the 
     pytest.skip("rabbitmq backend not selected", allow_module_level=True)
 
 from app.channels.backends.rabbitmq import RabbitMQChannelLayer
-from app.channels.backends.rabbitmq import layer as rabbitmq
 
 WAIT = 10
 
@@ -83,7 +82,7 @@ async def routable(layer: RabbitMQChannelLayer, group: str) -> bool:
 async def consumer_count(layer: RabbitMQChannelLayer, channel: str) -> int:
     connection, amqp = await raw_channel(layer.url)
     try:
-        queue = await amqp.declare_queue(layer._channel_queue(channel), passive=True)
+        queue = await amqp.declare_queue(layer._names.channel(channel), passive=True)
         count: int = queue.declaration_result.consumer_count
         return count
     finally:
@@ -103,14 +102,14 @@ async def test_group_send_is_one_publish_fanned_out_by_bindings(make: Any) -> No
             members.append((layer, channel))
     sender: RabbitMQChannelLayer = make()
     publishes = 0
-    publish = sender._publish
+    publish = sender._publisher.publish
 
     async def counting(*args: Any, **kwargs: Any) -> str:
         nonlocal publishes
         publishes += 1
         return await publish(*args, **kwargs)
 
-    sender._publish = counting  # type: ignore[method-assign]
+    sender._publisher.publish = counting  # type: ignore[method-assign, assignment]
     # a tap queue bound to the group sees each copy the exchange receives
     connection, amqp = await raw_channel()
     try:
@@ -169,7 +168,7 @@ async def test_own_members_get_group_messages_once(make: Any) -> None:
 
 async def test_full_inbox_of_another_process_is_channel_full(make: Any) -> None:
     receiver, sender = make(inbox_capacity=2), make()
-    await receiver._ensure_inbox()  # an inbox whose process does not consume (a hung process)
+    await receiver._inbox.ensure()  # an inbox whose process does not consume (a hung process)
     channel = f"specific.{receiver.process_id}!stuck"
     await sender.send(channel, {"type": "m", "n": 0})
     await sender.send(channel, {"type": "m", "n": 1})
@@ -229,7 +228,7 @@ async def test_expired_message_is_dropped_by_the_broker(make: Any) -> None:
     await asyncio.sleep(0.6)
     connection, amqp = await raw_channel()
     try:
-        queue = await amqp.declare_queue(layer._channel_queue("test.ttl"), passive=True)
+        queue = await amqp.declare_queue(layer._names.channel("test.ttl"), passive=True)
         assert await queue.get(timeout=WAIT, fail=False) is None  # gone from RabbitMQ, not just filtered
     finally:
         await connection.close()
@@ -245,7 +244,7 @@ async def test_quorum_named_channels(make: Any) -> None:
     connection, amqp = await raw_channel()
     try:  # re-declaring it as a classic queue is refused: it is a quorum queue
         with pytest.raises(Exception, match="PRECONDITION_FAILED"):
-            await amqp.declare_queue(layer._channel_queue("test.quorum"), durable=True)
+            await amqp.declare_queue(layer._names.channel("test.quorum"), durable=True)
     finally:
         await connection.close()
 
@@ -263,30 +262,62 @@ async def test_mismatched_config_is_a_configuration_error(make: Any) -> None:
 # ---------------------------------------------------------------- connections and consumers
 
 
-async def test_receive_reuses_one_consumer_and_one_connection(make: Any) -> None:
+async def test_receive_holds_no_consumer_and_reuses_one_connection(make: Any) -> None:
     layer = make()
     for n in range(10):
         await layer.send("test.reuse", {"type": "m", "n": n})
         assert (await asyncio.wait_for(layer.receive("test.reuse"), WAIT))["n"] == n
-    assert await consumer_count(layer, "test.reuse") == 1
+        assert await consumer_count(layer, "test.reuse") == 0  # consumed only while a receive waits
     connection = layer._connection
     await layer.group_add("g", await layer.new_channel())
     await layer.group_send("g", {"type": "m"})
     assert layer._connection is connection
 
 
-async def test_idle_consumer_is_cancelled_and_its_messages_go_back(make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rabbitmq, "NAMED_IDLE", 0.6)
-    first, second = make(), make()
-    await first.send("test.idle", {"type": "m", "n": 0})
-    assert (await asyncio.wait_for(first.receive("test.idle"), WAIT))["n"] == 0
-    await first.send("test.idle", {"type": "m", "n": 1})  # prefetched by first's consumer
-    for _ in range(50):
-        if await consumer_count(first, "test.idle") == 0:
-            break
+async def test_a_named_message_goes_to_the_process_that_waits(make: Any) -> None:
+    """One process received from a named channel and stopped; another waits: each send reaches the
+    waiter at once (it used to sit, prefetched, in the first process until its consumer idled out)."""
+    done, waiting = make(), make()
+    await done.send("test.jobs", {"type": "m", "n": 0})
+    assert (await asyncio.wait_for(done.receive("test.jobs"), WAIT))["n"] == 0
+    for n in range(1, 5):
+        pending = asyncio.create_task(waiting.receive("test.jobs"))
         await asyncio.sleep(0.2)
-    assert await consumer_count(first, "test.idle") == 0
-    assert (await asyncio.wait_for(second.receive("test.idle"), WAIT))["n"] == 1
+        await done.send("test.jobs", {"type": "m", "n": n})
+        assert (await asyncio.wait_for(pending, 5))["n"] == n
+
+
+async def test_message_ttl_holds_for_a_process_that_received_before(make: Any) -> None:
+    """A message past its queue's message_ttl is never handed out, even by a process that was
+    consuming the channel when it arrived (it used to be prefetched there, out of the broker's reach)."""
+    layer = make(message_ttl=300)
+    await layer.send("test.ttl-cap", {"type": "m", "n": 0})
+    assert (await asyncio.wait_for(layer.receive("test.ttl-cap"), WAIT))["n"] == 0
+    await layer.send("test.ttl-cap", {"type": "m", "n": 1})
+    await asyncio.sleep(0.8)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive("test.ttl-cap"), 0.5)
+    await layer.send("test.ttl-cap", {"type": "m", "n": 2})
+    assert (await asyncio.wait_for(layer.receive("test.ttl-cap"), WAIT))["n"] == 2
+
+
+@pytest.mark.slow
+async def test_close_returns_with_its_connection_closed(private_node: PrivateRabbitMQ) -> None:
+    """close() wakes a pending receive and returns only once the broker lists no connection of the layer."""
+    layer = RabbitMQChannelLayer(url=private_node.url, prefix=f"t{secrets.token_hex(5)}", timeout=5)
+    local = await layer.new_channel()
+    await layer.group_add("g", local)
+    await layer.send("test.closing", {"type": "m"})
+    assert (await asyncio.wait_for(layer.receive("test.closing"), WAIT))["type"] == "m"
+    pending = asyncio.create_task(layer.receive("test.closing"))
+    await asyncio.sleep(0.2)
+    mine = f"{layer.prefix} {layer.process_id}"
+    assert mine in await asyncio.to_thread(private_node.connection_names)
+    await layer.flush()
+    await asyncio.wait_for(layer.close(), WAIT)
+    assert mine not in await asyncio.to_thread(private_node.connection_names)
+    with pytest.raises(LayerClosed):
+        await asyncio.wait_for(pending, WAIT)
 
 
 async def test_names_derive_from_the_prefix(make: Any) -> None:
@@ -306,7 +337,7 @@ async def test_flush_leaves_nothing_behind(make: Any) -> None:
     await layer.send("test.left", {"type": "m"})
     await layer.group_add("g", "test.left")
     await layer.group_add("g", await layer.new_channel())
-    names = [layer._channel_queue("test.left"), layer._member_queue("g", "test.left")]
+    names = [layer._names.channel("test.left"), layer._names.member("g", "test.left")]
     assert [await exists("queue", name) for name in names] == [True, True]
     assert await exists("exchange", layer.exchange_name)
     await layer.flush()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,23 +12,28 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from app.chat.auth import issue_token
+from app.accounts.tokens import issue_token
 from app.settings import Settings
 
 from ..live_server import TEST_SECRET, LiveServer, live_server, service_env
 from .client import ChatClient
 
+SERVICE_TOKEN = "service-token-for-tests"
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     env = service_env("inmemory", "protocol", APP_RATE_LIMIT_BURST="20", APP_RATE_LIMIT_PER_SECOND="5",
-                      APP_SEND_QUEUE_SIZE="8")
+                      APP_SEND_QUEUE_SIZE="8", APP_AUTH_TIMEOUT_SECONDS="1", APP_SERVICE_TOKEN=SERVICE_TOKEN)
     with live_server(env, workers=1, tmp_path=tmp_path_factory.mktemp("server")) as running:
         yield running
 
 
-async def closed_with(server: LiveServer, query: str, **connect: object) -> tuple[int, str]:
-    async with websockets.connect(f"{server.ws_url}?{query}", **connect) as socket:  # type: ignore[arg-type]
+async def closed_with(server: LiveServer, first: str | None, query: str = "", **connect: object) -> tuple[int, str]:
+    """How the server closes a socket whose first frame is ``first`` (``None``: it sends nothing)."""
+    async with websockets.connect(f"{server.ws_url}{query}", **connect) as socket:  # type: ignore[arg-type]
+        if first is not None:
+            await socket.send(first)
         with pytest.raises(ConnectionClosed) as closed:
             while True:
                 await asyncio.wait_for(socket.recv(), 10)
@@ -34,24 +41,41 @@ async def closed_with(server: LiveServer, query: str, **connect: object) -> tupl
     return closed.value.rcvd.code, closed.value.rcvd.reason
 
 
+def auth(token: str) -> str:
+    return json.dumps({"type": "auth", "token": token})
+
+
+FIRST_FRAME = 'the first frame must be {"type": "auth", "token": "..."}'
+
+
 @pytest.mark.parametrize(
-    ("query", "reason"),
-    [("", "missing token"), ("token=forged.token.value", "invalid token"), ("token=", "missing token")],
+    ("first", "reason"),
+    [(None, "no auth frame in time"), (auth("forged.token.value"), "invalid token"), (auth(""), "missing token"),
+     ('{"type": "join", "room": "x"}', FIRST_FRAME), ('{"type": "auth"}', FIRST_FRAME), ("not json", FIRST_FRAME)],
 )
-async def test_bad_tokens_are_refused_with_1008(server: LiveServer, query: str, reason: str) -> None:
-    assert await closed_with(server, query) == (1008, reason)
+async def test_no_or_a_bad_auth_frame_is_refused_with_1008(server: LiveServer, first: str | None, reason: str) -> None:
+    assert await closed_with(server, first) == (1008, reason)
 
 
-async def test_expired_and_foreign_tokens_are_refused(server: LiveServer) -> None:
+async def test_a_token_in_the_url_is_refused(server: LiveServer) -> None:
+    code, reason = await closed_with(server, None, f"?token={server.login('urluser')}")
+    assert code == 1008 and "not accepted" in reason
+
+
+async def test_expired_foreign_and_unknown_session_tokens_are_refused(server: LiveServer) -> None:
     settings = Settings(secret_key=TEST_SECRET)
-    expired = issue_token(settings, "old", ttl=-5)
-    assert await closed_with(server, f"token={expired}") == (1008, "token expired")
-    foreign = issue_token(Settings(secret_key="another-secret-" + "y" * 32), "mallory")
-    assert await closed_with(server, f"token={foreign}") == (1008, "invalid token")
+    server.login("old")
+    assert await closed_with(server, auth(issue_token(settings, "old", "sid", ttl=-5))) == (1008, "token expired")
+    foreign = issue_token(Settings(secret_key="another-secret-" + "y" * 32), "old", "sid")
+    assert await closed_with(server, auth(foreign)) == (1008, "invalid token")
+    forged_session = issue_token(settings, "old", "not-a-session")  # signed right, but no such session
+    assert await closed_with(server, auth(forged_session)) == (1008, "session ended")
+    other_audience = issue_token(Settings(secret_key=TEST_SECRET, token_audience="another-app"), "old", "sid")
+    assert await closed_with(server, auth(other_audience)) == (1008, "invalid token")
 
 
 async def test_foreign_origin_is_refused(server: LiveServer) -> None:
-    code, reason = await closed_with(server, f"token={server.login('eve')}", origin="http://evil.example")
+    code, reason = await closed_with(server, None, origin="http://evil.example")  # refused before any frame
     assert code == 1008 and "evil.example" in reason
 
 
@@ -150,18 +174,33 @@ def sample(text: str, name: str) -> float:
     return next((float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")), 0.0)
 
 
+def scrape(server: LiveServer, token: str = "") -> tuple[int, str]:
+    request = urllib.request.Request(server.url + "/metrics", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+
+
+def test_metrics_are_for_the_service_token_and_admins(server: LiveServer) -> None:
+    assert scrape(server)[0] == 401
+    assert scrape(server, server.login("not-an-admin"))[0] == 403
+    assert scrape(server, SERVICE_TOKEN)[0] == 200
+
+
 async def test_metrics_and_health(server: LiveServer) -> None:
     assert server.get("/healthz") == (200, {"status": "ok"})
     status, ready = server.get("/readyz")
     assert status == 200 and ready["status"] == "ok"
-    before = server.text("/metrics")
+    before = scrape(server, SERVICE_TOKEN)[1]
     client = await ChatClient.connect(server.ws_url, server.login("max"))
     await client.connection.send("{}")
     await client.expect("error")
     for _ in range(3):
         await client.send(type="ping")
         await client.expect("pong")
-    text = server.text("/metrics")  # frame counts are tallied in memory and flushed when served
+    text = scrape(server, SERVICE_TOKEN)[1]  # frame counts are tallied in memory and flushed when served
     await client.close()
     for name, sent in (('chat_frames_in_total{kind="ping"}', 3), ('chat_frames_out_total{kind="pong"}', 3)):
         assert sample(text, name) - sample(before, name) == sent, name
@@ -185,7 +224,8 @@ def test_openapi_lists_the_api(tmp_path: Path) -> None:
     from app.main import create_app
 
     paths = create_app(Settings(secret_key=TEST_SECRET)).openapi()["paths"]
-    assert {"/api/login", "/api/rooms", "/api/rooms/{room}/messages", "/api/users/{username}/notify",
+    assert {"/api/signup", "/api/login", "/api/logout", "/api/rooms/{room}/invites",
+            "/api/rooms", "/api/rooms/{room}/messages", "/api/users/{username}/notify",
             "/healthz", "/readyz", "/metrics"} <= set(paths)
     has_jobs = (Path(__file__).parents[2] / "app" / "worker").is_dir()  # generated with use_celery=yes
     assert ("/api/jobs/announce" in paths) == has_jobs
