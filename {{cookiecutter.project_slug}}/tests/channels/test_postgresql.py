@@ -386,6 +386,37 @@ async def test_close_closes_every_connection(layers: Factory, admin: Any) -> Non
     await until(none_left, "the server to see every connection of the layer closed")
 
 
+async def test_a_receive_that_left_holds_no_message(layers: Factory, admin: Any, prefix: str) -> None:
+    """A pop whose receive left is not cancelled mid-statement: a row it took goes back in its place."""
+    schema = f"chan_left_{prefix}"
+    quitter, sender, other = (layers(schema=schema) for _ in range(3))
+    try:
+        await sender.send("test.left", {"type": "m", "n": 1})
+        await sender.send("test.left", {"type": "m", "n": 2})
+        async with admin.transaction():  # the pop's DELETE waits for this lock: cancel it meanwhile
+            await admin.execute(f'LOCK TABLE "{schema}".message IN ACCESS EXCLUSIVE MODE')
+            read = asyncio.create_task(quitter._receive("test.left"))
+
+            async def waiting_for_the_lock() -> bool:
+                await admin.execute("SELECT pg_stat_clear_snapshot()")  # a transaction sees one snapshot
+                return bool(await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                    quitter.application_name("pool")))
+
+            await until(waiting_for_the_lock, "the pop to wait for the table lock")
+            read.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await read
+        await asyncio.wait_for(quitter.close(), 30)  # returns once the row is back
+        rows = await admin.fetch(f'SELECT data FROM "{schema}".message WHERE prefix = $1 ORDER BY id', prefix)
+        assert len(rows) == 2
+        assert [(await receive(other, "test.left"))["n"] for _ in range(2)] == [1, 2]  # in its place
+    finally:
+        for layer in (quitter, sender, other):
+            await layer.close()
+        await drop_schema(admin, schema)
+
+
 # ---------------------------------------------------------------------- faults
 
 

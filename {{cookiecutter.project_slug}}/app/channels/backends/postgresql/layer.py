@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import inspect
 import logging
@@ -126,6 +127,7 @@ class PostgreSQLChannelLayer(BaseChannelLayer):
         self._start_lock = asyncio.Lock()
         self._listener = Listener(self._connect_listener, self.poll_interval)
         self._prune_task: asyncio.Task[None] | None = None
+        self._leftovers: set[asyncio.Future[Any]] = set()  # pops (and give-backs) whose receive left
         # a few statements at once on the pool (big bodies fill a batch by bytes); the rest of the
         # pool stays free for reads and memberships
         self._sends: AutoBatch[_SendCall] = AutoBatch(
@@ -214,6 +216,10 @@ class PostgreSQLChannelLayer(BaseChannelLayer):
         async with self._connection() as conn:
             return await conn.fetchval(self._sql(template), *args)
 
+    async def _fetchrow(self, template: str, *args: Any) -> Any:
+        async with self._connection() as conn:
+            return await conn.fetchrow(self._sql(template), *args)
+
     async def ensure_schema(self) -> int:
         """Create or upgrade the tables; returns the schema version (see ``schema.ensure_schema``)."""
         async with self._connection(schema=False) as conn:
@@ -248,14 +254,42 @@ class PostgreSQLChannelLayer(BaseChannelLayer):
         deadline = asyncio.get_running_loop().time() + self.receive_timeout
         while True:
             waker.clear()
-            data = await self._fetchval(sql.POP_MESSAGE, self.prefix, channel)
+            row = await self._pop(channel)
             self._listener.touch(name)
-            if data is not None:
-                return bytes(data)
+            if row is not None:
+                return bytes(row["data"])
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 return None
             await self._listener.wait(waker, remaining)
+
+    async def _pop(self, channel: str) -> Any:
+        """One message's row, or ``None``. A pop is never cancelled once sent: when its receive
+        leaves meanwhile, the row goes back in its place, so this process holds a named channel's
+        messages only while a receive waits for them."""
+        pop = asyncio.ensure_future(self._fetchrow(sql.POP_MESSAGE, self.prefix, channel))
+        try:
+            return await asyncio.shield(pop)
+        except asyncio.CancelledError:
+            self._leftovers.add(pop)
+            pop.add_done_callback(functools.partial(self._popped_after_leaving, channel))
+            raise
+
+    def _popped_after_leaving(self, channel: str, pop: asyncio.Future[Any]) -> None:
+        self._leftovers.discard(pop)
+        if pop.cancelled() or pop.exception() is not None or pop.result() is None:
+            return
+        back = asyncio.ensure_future(self._give_back(channel, pop.result()))
+        self._leftovers.add(back)
+        back.add_done_callback(self._leftovers.discard)
+
+    async def _give_back(self, channel: str, row: Any) -> None:
+        try:
+            await self._fetchval(sql.RESTORE_MESSAGE, row["id"], self.prefix, channel, row["data"],
+                                 row["expires_at"], self._notify_key)
+        except (BrokerUnavailable, ConfigurationError) as exc:
+            logger.warning("a message of %r could not be put back after its receive left: %s", channel, exc)
+            self.dropped += 1
 
     async def _consume_inbox(self, deliver: Callable[[bytes], None]) -> None:
         waker = await self._watch(self._inbox_name)
@@ -336,6 +370,9 @@ class PostgreSQLChannelLayer(BaseChannelLayer):
     async def _close(self) -> None:
         """Returns once the LISTEN connection and every pooled connection are closed."""
         self._sends.fail_pending(BrokerUnavailable("the channel layer closed before the message was sent"))
+        deadline = asyncio.get_running_loop().time() + COMMAND_TIMEOUT
+        while self._leftovers and (left := deadline - asyncio.get_running_loop().time()) > 0:
+            await asyncio.wait(set(self._leftovers), timeout=left)  # rows taken for a receive that left go back
         await self._listener.close()
         await cancel_and_wait([self._prune_task], timeout=CONNECT_TIMEOUT)
         async with self._start_lock:  # a pool being created now sees _closed and closes itself

@@ -92,7 +92,16 @@ POP_MESSAGE = """
     DELETE FROM {s}.message USING async_commit WHERE id = (
         SELECT id FROM {s}.message WHERE prefix = $1 AND channel = $2 AND expires_at > now()
         ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-    RETURNING data
+    RETURNING id, data, expires_at
+"""
+# A message popped for a receive that left goes back with its id (its place in line) and expiry;
+# $1 id, $2 prefix, $3 channel, $4 data, $5 expires_at, $6 notify key.
+RESTORE_MESSAGE = """
+    WITH restored AS (
+        INSERT INTO {s}.message (id, prefix, channel, data, expires_at) VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (id) DO NOTHING RETURNING channel
+    )
+    SELECT count(pg_notify('fws_' || md5($6 || 'c/' || channel), '')) FROM restored
 """
 DRAIN_INBOX = """
     WITH {async_commit}
@@ -139,7 +148,6 @@ PRUNE = """
     )
     SELECT (SELECT count(*) FROM m), (SELECT count(*) FROM i), (SELECT count(*) FROM g)
 """
-
 
 
 def render(template: str, quoted_schema: str) -> str:
