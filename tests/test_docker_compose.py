@@ -54,3 +54,16 @@ def test_broker_settings(services: dict[str, Any]) -> None:
         "POSTGRES_DB": "test",
     }
     assert "-js" in services["nats"]["command"]
+
+
+def test_redis_has_the_lua_use_after_free_fix(services: dict[str, Any]) -> None:
+    """CVE-2025-49844 is fixed in 7.4.6, 8.0.4 and 8.2.2: the laptop brokers run no older Redis."""
+    major, minor, patch = (int(part) for part in services["redis"]["image"].split(":")[1].split("-")[0].split("."))
+    patched = {(7, 4): 6, (8, 0): 4, (8, 2): 2}
+    assert (major, minor) > (8, 2) or patch >= patched[(major, minor)], services["redis"]["image"]
+
+
+def test_images_match_the_readme(services: dict[str, Any]) -> None:
+    readme = (ROOT / "docker" / "README.md").read_text()
+    for name, service in services.items():
+        assert f"`{service['image']}`" in readme, name
