@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter as Tally
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -28,6 +29,9 @@ LAYER_SEND = Histogram(
     "chat_layer_send_seconds", "Channel layer group_send latency",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+
+SLOW_CONSUMERS = Counter("chat_slow_consumer_closes_total", "Sockets closed with 1013: they stopped reading")
+LAYER_DROPPED = Counter("chat_layer_dropped_total", "Layer messages dropped: a local channel full or gone")
 
 
 class FrameCounter:
@@ -56,11 +60,31 @@ class FrameCounter:
         self._due = time.monotonic() + self.interval
         for kind, count in pending.items():
             self.counter.labels(kind=kind).inc(count)
+        LayerDrops.sample()
 
     @classmethod
     def flush_all(cls) -> None:
         for counter in cls.counters:
             counter.flush()
+
+
+class LayerDrops:
+    """``layer.dropped`` of this process's layers, added to ``chat_layer_dropped_total`` as it grows
+    (sampled when frame counts flush: at most once a second, and on every scrape)."""
+
+    layers: dict[int, tuple[Any, int]] = {}
+
+    @classmethod
+    def watch(cls, layer: Any) -> None:
+        cls.layers[id(layer)] = (layer, int(layer.dropped))
+
+    @classmethod
+    def sample(cls) -> None:
+        for key, (layer, seen) in list(cls.layers.items()):
+            now = int(layer.dropped)
+            if now > seen:
+                LAYER_DROPPED.inc(now - seen)
+                cls.layers[key] = (layer, now)
 
 
 FRAMES_IN = FrameCounter(FRAMES_IN_TOTAL)
