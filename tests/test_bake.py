@@ -287,7 +287,8 @@ def test_full_project_suite(bake: Bake) -> None:
 
     Conformance, fault and multi-process tests of every backend, the multi-worker chat, Celery with
     a real worker, the deploy topology behind nginx, browser tests in Chromium, reliability, and
-    the benchmarks in short mode. Test files run in parallel (pytest-xdist), each in one process.
+    scripts/load.py (the benchmarks' short mode is tests/test_bench.py). Test files run in parallel
+    (pytest-xdist), each in one process.
     """
     project = bake(channel_layer="redis", use_celery="yes", web_workers="3", keep_all_backends="yes")
     # one rerun for timing-sensitive multi-process tests on a loaded 2-core machine; a rerun shows as R
