@@ -128,6 +128,25 @@ def local_edit(project: Path, template: Path, previous: str, head: str) -> str:
     return candidates[0]
 
 
+def renamed_edit(project: Path, template: Path, previous: str, head: str) -> str | None:
+    """Append a line to a module the template moved (and whose end it kept); its new path, if any."""
+    status = git("diff", "--name-status", "-M", previous, head, "--", SLUG_DIR, cwd=template)
+    for line in status.splitlines():
+        kind, *paths = line.split("\t")
+        if not kind.startswith("R"):
+            continue
+        before, after = paths
+        old, new = before.removeprefix(f"{SLUG_DIR}/"), after.removeprefix(f"{SLUG_DIR}/")
+        if not (old.endswith(".py") and (project / old).is_file()):
+            continue
+        old_end = git("show", f"{previous}:{before}", cwd=template).splitlines()[-3:]
+        if old_end == git("show", f"{head}:{after}", cwd=template).splitlines()[-3:]:
+            with (project / old).open("a") as module:
+                module.write(EDIT)
+            return new
+    return None
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("context", CONTEXTS, ids=["defaults", "redis-celery-pruned"])
 def test_cruft_update_from_the_previous_release(context: dict[str, str], isolated: Path) -> None:
@@ -146,7 +165,9 @@ def test_cruft_update_from_the_previous_release(context: dict[str, str], isolate
     git("init", "--quiet", cwd=project)
     git("add", "--all", cwd=project)
     git("commit", "--quiet", "-m", "Generated from the template", cwd=project)
-    edited = local_edit(project, template, previous, head)
+    edited = [local_edit(project, template, previous, head)]
+    moved = renamed_edit(project, template, previous, head)  # 0.1.0: the backends became packages
+    edited += [moved] if moved else []
     git("commit", "--quiet", "-am", "A local change", cwd=project)
 
     assert cruft("check", cwd=project, check=False).returncode != 0, "cruft check missed the update"
@@ -160,11 +181,12 @@ def test_cruft_update_from_the_previous_release(context: dict[str, str], isolate
     assert json.loads(cruft_file.read_text())["commit"] == head
     assert cruft("check", cwd=project, check=False).returncode == 0
 
-    # The update lands exactly where a fresh project at HEAD would, plus the fork's own line.
+    # The update lands exactly where a fresh project at HEAD would, plus the fork's own lines.
     fresh = create(template, head, user_context(project), isolated / "fresh")
     expected = files(fresh)
-    content, executable = expected[edited]
-    expected[edited] = (content + EDIT.encode(), executable)
+    for path in edited:
+        content, executable = expected[path]
+        expected[path] = (content + EDIT.encode(), executable)
     updated = files(project)
     assert sorted(updated) == sorted(expected)
     assert [path for path in expected if updated[path] != expected[path]] == []
