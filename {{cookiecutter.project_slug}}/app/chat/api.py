@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel
 
 from ..accounts.api import AccessDep, CurrentUser, UserOrService
 from ..accounts.rooms import Forbidden
+from ..messages.store import ROOM
 from ..metrics import render
-from .protocol import RoomName, Text, UserName
-from .service import ChatService
+from .protocol import ClientId, RoomName, Text, UserName, message_frame
+from .service import ChatService, room_message
 
 router = APIRouter()
 
@@ -36,10 +37,19 @@ class Members(BaseModel):
 
 class PostText(BaseModel):
     text: Text
+    #: A resend with the same client_id stores nothing new and answers the same id and seq.
+    client_id: ClientId | None = None
 
 
 class Accepted(BaseModel):
-    id: str
+    id: int
+    seq: int
+
+
+class MessagePage(BaseModel):
+    room: str
+    #: Oldest first, as ``message`` frames (with ``seq``); page back with ``before`` = the first one's id.
+    messages: list[dict[str, Any]]
 
 
 def forbidden(exc: Forbidden) -> HTTPException:
@@ -74,14 +84,28 @@ async def post_message(room: RoomName, body: PostText, service: Service, identit
         await access.check_post(room, identity.user)
     except Forbidden as exc:
         raise forbidden(exc) from None
-    message = await service.post_message(room, identity.user, body.text)
-    return Accepted(id=message["id"])
+    message, _ = await service.post_message(room, identity.user, body.text, body.client_id)
+    return Accepted(id=message["id"], seq=message["seq"])
+
+
+@router.get("/api/rooms/{room}/messages", response_model=MessagePage, tags=["rooms"],
+            responses={403: {"description": "private room, not a member"}})
+async def room_messages(room: RoomName, service: Service, identity: CurrentUser, access: AccessDep,
+                        before: Annotated[int | None, Query(ge=1)] = None,
+                        limit: Annotated[int, Query(ge=1, le=200)] = 50) -> MessagePage:
+    """Stored messages of the room older than message id ``before`` (default: the newest)."""
+    try:  # the membership hook: who may read a room's history (app/accounts/rooms.py)
+        await access.check_enter(room, identity.user)
+    except Forbidden as exc:
+        raise forbidden(exc) from None
+    stored = await service.store.before(ROOM, room, before, limit)
+    return MessagePage(room=room, messages=[message_frame(room_message(m)) for m in stored])
 
 
 @router.post("/api/users/{username}/notify", response_model=Accepted, status_code=202, tags=["users"])
 async def notify_user(username: UserName, body: PostText, service: Service, identity: CurrentUser) -> Accepted:
-    message = await service.notify_user(username, identity.user, body.text)
-    return Accepted(id=message["id"])
+    message, _ = await service.notify_user(username, identity.user, body.text, body.client_id)
+    return Accepted(id=message["id"], seq=message["seq"])
 
 
 @router.get("/healthz", tags=["ops"])

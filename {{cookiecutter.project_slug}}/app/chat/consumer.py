@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,8 +18,10 @@ from urllib.parse import urlsplit
 from ..accounts.accounts import Accounts
 from ..accounts.rooms import Forbidden, RoomAccess
 from ..accounts.tokens import Identity, InvalidToken
-from ..channels.consumer import AsyncJsonWebSocketConsumer
-from ..metrics import CONNECTIONS, ERRORS, FRAMES_IN, FRAMES_OUT
+from ..channels.consumer import CLOSE_SLOW_CONSUMER, AsyncJsonWebSocketConsumer
+from ..messages.store import DIRECT, ROOM
+from ..metrics import CONNECTIONS, ERRORS, FRAMES_IN, FRAMES_OUT, SLOW_CONSUMERS
+from .feed import Feed
 from .limits import AddressRate, TokenBucket, image_matches
 from .presence import PresenceChange
 from .protocol import (
@@ -30,11 +33,14 @@ from .protocol import (
     Ping,
     Say,
     Share,
+    Sync,
     Typing,
     Who,
+    ack_frame,
     announcement_frame,
     direct_frame,
     direct_sent_frame,
+    directs_frame,
     error_frame,
     joined_frame,
     left_frame,
@@ -52,7 +58,7 @@ from .protocol import (
     welcome_frame,
 )
 from .recent import Recent
-from .service import ChatService
+from .service import ChatService, direct_message, room_message
 
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
@@ -60,6 +66,9 @@ CLOSE_SESSION_ENDED = 4001
 CLOSE_TOKEN_EXPIRED = 4003
 CLOSE_LIMIT = 4008
 CLOSE_IDLE = 4408
+#: How long a room message waits for the one before it before that one is read from the store.
+GAP_WAIT_SECONDS = 0.5
+logger = logging.getLogger(__name__)
 
 
 class ChatConsumer(AsyncJsonWebSocketConsumer):
@@ -83,6 +92,9 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
         self._idle_task: asyncio.Task[None] | None = None
         self._timers: list[asyncio.Task[None]] = []
         self.delivered_jobs = Recent()  # job messages are delivered at least once: drop repeats
+        self.feeds: dict[str, Feed] = {}  # per room: its messages in seq order, each once (feed.py)
+        self.direct_feed = Feed()
+        self._fills: dict[str, asyncio.Task[None]] = {}
 
     # ------------------------------------------------------------------ connection
 
@@ -141,7 +153,9 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
         await self.close(code, reason)
 
     async def disconnect(self, code: int) -> None:
-        for task in [self._idle_task, *self._timers]:
+        if code == CLOSE_SLOW_CONSUMER:
+            SLOW_CONSUMERS.inc()
+        for task in [self._idle_task, *self._timers, *self._fills.values()]:
             if task is not None:
                 task.cancel()
         if self.user is None or self not in self.service.connections:
@@ -245,25 +259,49 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
             if len(self.service.presence.rooms_of(self.user or "") | self.rooms) >= limit:
                 await self.send_json(error_frame("too_many_rooms", f"leave a room first (limit {limit} per user)"))
                 return
+            self.feeds[room] = Feed()
+            self.feeds[room].recovering()  # before group_add: live messages wait for the store read
             await self.group_add(room_group(room))
             self.rooms.add(room)
             self.service.presence.watch(room, self._presence_changed)
             await self.service.presence.join(room, self.user or "")
-        history = [message_frame(m) for m in await self.service.history.recent(room)]
-        await self.send_json(joined_frame(room, sorted(self.service.presence.members(room)), history))
+        feed = self.feeds[room]
+        feed.recovering()
+        store = self.service.store
+        recovered: bool | None = None
+        if frame.since is None:
+            stored = await store.latest(ROOM, room, self.settings.history_size)
+        else:
+            stored, recovered = await store.since(ROOM, room, frame.since, self.settings.recovery_limit)
+        if stored:
+            last = stored[-1].seq
+        else:
+            last = frame.since if recovered and frame.since is not None else await store.last_seq(ROOM, room)
+        history = [message_frame(room_message(m)) for m in stored]
+        await self.send_json(joined_frame(room, sorted(self.service.presence.members(room)), history, last, recovered))
+        for message in feed.start(last):  # live ones that came during the read, after it
+            await self._send_message(message)
 
     async def on_leave(self, frame: Leave) -> None:
         room = frame.room
         if room in self.rooms:
             self.rooms.discard(room)
+            self.feeds.pop(room, None)
             await self.group_discard(room_group(room))
             self.service.presence.unwatch(room, self._presence_changed)
             await self.service.presence.leave(room, self.user or "")
         await self.send_json(left_frame(room))
 
     async def on_message(self, frame: Say) -> None:
-        if await self._in_room(frame.room):
-            await self.service.post_message(frame.room, self.user or "", frame.text)
+        if not await self._in_room(frame.room, frame.client_id):
+            return
+        try:
+            message, _ = await self.service.post_message(frame.room, self.user or "", frame.text, frame.client_id)
+        except Exception as exc:  # the store is down: the client keeps the message and resends it
+            await self._not_stored(exc, frame.client_id)
+            return
+        if frame.client_id is not None:
+            await self.send_json(ack_frame(message))
 
     async def on_typing(self, frame: Typing) -> None:
         if await self._in_room(frame.room):
@@ -271,8 +309,27 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
                 "type": "chat.typing", "room": frame.room, "from": self.user, "typing": frame.typing})
 
     async def on_direct(self, frame: Direct) -> None:
-        message = await self.service.notify_user(frame.to, self.user or "", frame.text)
-        await self.send_json(direct_sent_frame(message))
+        try:
+            message, _ = await self.service.notify_user(frame.to, self.user or "", frame.text, frame.client_id)
+        except Exception as exc:
+            await self._not_stored(exc, frame.client_id)
+            return
+        await self.send_json(ack_frame(message) if frame.client_id is not None else direct_sent_frame(message))
+
+    async def on_sync(self, frame: Sync) -> None:
+        """Direct messages after ``dm_since`` (kept while the user had no socket), then live ones in order."""
+        user, store = self.user or "", self.service.store
+        self.direct_feed.recovering()
+        stored, recovered = await store.since(DIRECT, user, frame.dm_since, self.settings.recovery_limit)
+        last = stored[-1].seq if stored else frame.dm_since if recovered else await store.last_seq(DIRECT, user)
+        await self.send_json(directs_frame([direct_frame(direct_message(m)) for m in stored], recovered, last))
+        for message in self.direct_feed.start(last):
+            await self.send_json(direct_frame(message))
+
+    async def _not_stored(self, exc: Exception, client_id: str | None) -> None:
+        ERRORS.labels(code="not_stored").inc()
+        logger.warning("message store failed: %s", type(exc).__name__)
+        await self.send_json(error_frame("not_stored", "the message could not be stored: send it again", client_id))
 
     async def on_rooms(self, frame: ListRooms) -> None:
         await self.send_json(rooms_frame(await self.access.visible(self.service.presence.rooms(), self.user or "")))
@@ -297,10 +354,10 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
             return False
         return True
 
-    async def _in_room(self, room: str) -> bool:
+    async def _in_room(self, room: str, client_id: str | None = None) -> bool:
         if room in self.rooms:
             return True
-        await self.send_json(error_frame("not_in_room", f"join room {room!r} first"))
+        await self.send_json(error_frame("not_in_room", f"join room {room!r} first", client_id))
         return False
 
     # ------------------------------------------------------------------ layer messages
@@ -309,20 +366,48 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
         await self.close(CLOSE_SESSION_ENDED, "logged out")
 
     async def chat_message(self, message: dict[str, Any]) -> None:
-        self.service.history.on_delivered(message["room"], message)
+        room = message["room"]
+        feed = self.feeds.get(room)
+        if feed is None:
+            return  # left the room meanwhile
+        for ready in feed.offer(message):
+            await self._send_message(ready)
+        if feed.gap:
+            self._fill_later(room, feed)
+
+    async def _send_message(self, message: dict[str, Any]) -> None:
         # every member of the room in this process gets the same text: encode it once
         text = self.service.encoded.get_or_make(message["id"], lambda: self.encode_json(message_frame(message)))
         FRAMES_OUT.inc("message")
         await self.send(text_data=text)
+
+    def _fill_later(self, room: str, feed: Feed) -> None:
+        task = self._fills.get(room)
+        if task is None or task.done():
+            self._fills[room] = asyncio.create_task(self._fill(room, feed))
+
+    async def _fill(self, room: str, feed: Feed) -> None:
+        """Messages wait behind a seq the layer has not delivered: usually it comes a moment later (two
+        workers published at once); if not (the broker lost it), read it from the store."""
+        await asyncio.sleep(GAP_WAIT_SECONDS)
+        if not feed.gap or feed.next_seq is None or self.feeds.get(room) is not feed:
+            return
+        stored, complete = await self.service.store.since(ROOM, room, feed.next_seq - 1, self.settings.recovery_limit)
+        ready = [out for m in stored for out in feed.offer(room_message(m))] if complete else feed.skip_gap()
+        for message in ready:
+            await self._send_message(message)
 
     async def chat_typing(self, message: dict[str, Any]) -> None:
         if message["from"] != self.user:
             await self.send_json(typing_frame(message))
 
     async def chat_direct(self, message: dict[str, Any]) -> None:
-        if not self.delivered_jobs.first_time(("direct", message["id"], message["to"])):
+        if message.get("seq") is None:  # a job's notification (app/worker): not stored, delivered at least once
+            if self.delivered_jobs.first_time(("direct", message["id"], message["to"])):
+                await self.send_json(direct_frame(message))
             return
-        await self.send_json(direct_frame(message))
+        for ready in self.direct_feed.offer(message):  # a gap here is filled by the client's next sync
+            await self.send_json(direct_frame(ready))
 
     async def chat_share(self, message: dict[str, Any]) -> None:
         await self.send_json(share_frame(message))

@@ -17,6 +17,9 @@ NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,32}$"
 RoomName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 UserName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+#: The sender's key for a send: a resend with the same one stores nothing new and gets the same ack.
+ClientId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Seq = Annotated[int, Field(ge=0)]
 
 
 class _Frame(BaseModel):
@@ -26,6 +29,8 @@ class _Frame(BaseModel):
 class Join(_Frame):
     type: Literal["join"]
     room: RoomName
+    #: The last seq the client has of this room: ``joined`` recovers every later one.
+    since: Seq | None = None
 
 
 class Leave(_Frame):
@@ -37,6 +42,7 @@ class Say(_Frame):
     type: Literal["message"]
     room: RoomName
     text: Text
+    client_id: ClientId | None = None
 
 
 class Typing(_Frame):
@@ -49,6 +55,14 @@ class Direct(_Frame):
     type: Literal["direct"]
     to: UserName
     text: Text
+    client_id: ClientId | None = None
+
+
+class Sync(_Frame):
+    """Asks for the direct messages after ``dm_since`` (the last direct seq the client has)."""
+
+    type: Literal["sync"]
+    dm_since: Seq = 0
 
 
 class ListRooms(_Frame):
@@ -73,7 +87,7 @@ class Share(_Frame):
 
 
 ClientFrame = Annotated[
-    Join | Leave | Say | Typing | Direct | ListRooms | Who | Ping | Share, Field(discriminator="type")
+    Join | Leave | Say | Typing | Direct | Sync | ListRooms | Who | Ping | Share, Field(discriminator="type")
 ]
 _client_frame: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
 
@@ -111,13 +125,26 @@ def welcome_frame(user: str, role: str, session: str | None, worker: str, histor
             "history_size": history_size}
 
 
-def error_frame(code: str, detail: str) -> dict[str, Any]:
-    return {"type": "error", "code": code, "detail": detail}
+def error_frame(code: str, detail: str, client_id: str | None = None) -> dict[str, Any]:
+    """``client_id`` names the refused send, so the client can mark it failed."""
+    frame = {"type": "error", "code": code, "detail": detail}
+    return frame if client_id is None else {**frame, "client_id": client_id}
 
 
 def message_frame(message: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "message", "id": message["id"], "room": message["room"], "from": message["from"],
-            "text": message["text"], "ts": message["ts"]}
+    return {"type": "message", "id": message["id"], "seq": message["seq"], "room": message["room"],
+            "from": message["from"], "text": message["text"], "ts": message["ts"], "client_id": message["client_id"]}
+
+
+def ack_frame(message: dict[str, Any]) -> dict[str, Any]:
+    """A send is stored: ``room`` for a room message, ``to`` for a direct one (``seq`` is the recipient's)."""
+    where = {"room": message["room"]} if "room" in message else {"to": message["to"]}
+    return {"type": "ack", "client_id": message["client_id"], "id": message["id"], "seq": message["seq"], **where}
+
+
+def directs_frame(messages: list[dict[str, Any]], recovered: bool, seq: int) -> dict[str, Any]:
+    """The answer to ``sync``: direct messages after ``dm_since`` (``seq``: the user's latest)."""
+    return {"type": "directs", "messages": messages, "recovered": recovered, "seq": seq}
 
 
 def presence_frame(change: PresenceChange) -> dict[str, Any]:
@@ -125,8 +152,11 @@ def presence_frame(change: PresenceChange) -> dict[str, Any]:
             "members": change.members}
 
 
-def joined_frame(room: str, members: list[str], history: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"type": "joined", "room": room, "members": members, "history": history}
+def joined_frame(room: str, members: list[str], history: list[dict[str, Any]], seq: int,
+                 recovered: bool | None = None) -> dict[str, Any]:
+    """``seq``: where the room stands (live messages follow it); ``recovered`` answers a join with ``since``."""
+    frame = {"type": "joined", "room": room, "members": members, "history": history, "seq": seq}
+    return frame if recovered is None else {**frame, "recovered": recovered}
 
 
 def left_frame(room: str) -> dict[str, Any]:
@@ -150,12 +180,12 @@ def typing_frame(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def direct_sent_frame(message: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "direct_sent", "id": message["id"], "to": message["to"]}
+    return {"type": "direct_sent", "id": message["id"], "seq": message["seq"], "to": message["to"]}
 
 
 def direct_frame(message: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "direct", "id": message["id"], "from": message["from"], "to": message["to"],
-            "text": message["text"], "ts": message["ts"]}
+    return {"type": "direct", "id": message["id"], "seq": message.get("seq"), "from": message["from"],
+            "to": message["to"], "text": message["text"], "ts": message["ts"], "client_id": message.get("client_id")}
 
 
 def share_frame(message: dict[str, Any]) -> dict[str, Any]:

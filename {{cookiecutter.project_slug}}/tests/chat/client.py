@@ -66,9 +66,15 @@ class ChatClient:
             self._unread.extend(unpack(await self.connection.recv()))
         return self._unread.popleft()
 
-    async def join(self, room: str) -> Frame:
-        await self.send(type="join", room=room)
+    async def join(self, room: str, since: int | None = None) -> Frame:
+        """Join ``room``; with ``since`` (the last seq this client has), ``joined`` recovers what came after."""
+        await self.send(type="join", room=room, **({} if since is None else {"since": since}))
         return await self.expect("joined", lambda f: f["room"] == room)
+
+    async def say(self, room: str, text: str, client_id: str) -> Frame:
+        """Send a room message and wait for its ack."""
+        await self.send(type="message", room=room, text=text, client_id=client_id)
+        return await self.expect("ack", lambda f: f["client_id"] == client_id)
 
     async def close(self) -> None:
         await self.connection.close()
