@@ -210,12 +210,12 @@ def test_secrets_by_reference(rendered: Rendered) -> None:
         assert [doc for doc in overlay if doc["kind"] == "Secret"] == []
         config = find(overlay, "ConfigMap", "chat-config")["data"]
         for key, value in config.items():
-            assert not re.search(r"PASSWORD|SECRET", key) and not credentials.search(value), (name, key)
+            assert not re.search(r"PASSWORD|SECRET|TOKEN", key) and not credentials.search(value), (name, key)
         for doc in (doc for doc in overlay if doc["kind"] in WORKLOADS):
             for container in pod_spec(doc)["containers"]:
                 env = {item["name"]: item for item in container.get("env", [])}
                 for variable, item in env.items():
-                    if re.search(r"PASSWORD|SECRET|_USER$", variable):
+                    if re.search(r"PASSWORD|SECRET|TOKEN|_USER$", variable):
                         assert "secretKeyRef" in item.get("valueFrom", {}), (name, variable)
                     for password in credentials.findall(item.get("value", "")):
                         reference = re.fullmatch(r"\$\((\w+)\)", password)
