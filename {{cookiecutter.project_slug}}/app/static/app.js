@@ -11,6 +11,9 @@ const state = {
   members: new Map(),      // room -> [users]
   typing: new Map(),       // room -> Map(user -> timeout)
   messages: new Map(),     // room -> [elements]
+  seqs: new Map(),         // room -> last seq shown (a reload starts over from the latest history)
+  held: new Map(),         // room -> Map(seq -> frame): arrived ahead of a missing seq
+  outbox: new Map(),       // client_id -> {frame, item}: sent (or typed offline), not yet acknowledged
   pendingShare: null,      // the "share" header whose binary frame comes next
   retry: 0,
   refused: false,
@@ -42,29 +45,53 @@ function saveRooms() {
   if (state.active) sessionStorage.setItem("chat.active", state.active);
 }
 
-// ------------------------------------------------------------------ login
+// ------------------------------------------------------------------ accounts
 
-async function login(username) {
-  const response = await fetch("/api/login", {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ username }),
-  });
-  if (!response.ok) throw new Error(response.status === 422 ? "use 1-32 letters, digits, . _ -" : `login failed (${response.status})`);
-  const body = await response.json();
+async function api(method, path, body) {
+  const headers = { "Content-Type": "application/json" };
+  if (state.token) headers.Authorization = `Bearer ${state.token}`;
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const data = response.status === 204 ? null : await response.json().catch(() => null);
+  if (!response.ok) {
+    let detail = data && data.detail;
+    if (Array.isArray(detail)) detail = detail.map((d) => d.msg).join("; ");
+    if (response.status === 429) detail = `${detail || "too many attempts"}`;
+    throw new Error(detail || `${method} ${path} failed (${response.status})`);
+  }
+  return data;
+}
+
+async function login(action, username, password) {
+  state.token = null;
+  const body = await api("POST", `/api/${action}`, { username, password });
   state.token = body.token;
   state.user = username;
   sessionStorage.setItem("chat.token", body.token);
   sessionStorage.setItem("chat.user", username);
 }
 
+function forget() {
+  state.token = null;
+  for (const key of ["chat.token", "chat.user", "chat.rooms", "chat.active", "chat.dm_seq"]) sessionStorage.removeItem(key);
+  state.seqs = new Map();
+  state.outbox = new Map();
+  state.rooms = new Set();
+  state.active = null;
+  state.messages = new Map();
+  state.members = new Map();
+}
+
 function showChat() {
   $("login").hidden = true;
   $("chat").hidden = false;
+  $("logout").hidden = false;
   $("whoami").textContent = state.user ? `signed in as ${state.user}` : "";
 }
 
 function showLogin(message) {
   $("chat").hidden = true;
   $("login").hidden = false;
+  $("logout").hidden = true;
   $("whoami").textContent = "";
   $("login-error").textContent = message || "";
 }
@@ -73,10 +100,10 @@ function showLogin(message) {
 
 function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}/ws?token=${encodeURIComponent(state.token)}`);
+  const socket = new WebSocket(`${scheme}://${location.host}/ws`);  // the token goes in the first frame, not the URL
   socket.binaryType = "blob";
   state.socket = socket;
-  socket.onopen = () => { setStatus("connecting"); };
+  socket.onopen = () => { setStatus("connecting"); socket.send(JSON.stringify({ type: "auth", token: state.token })); };
   socket.onmessage = (event) => {
     if (typeof event.data !== "string") return receiveBinary(event.data);
     const data = JSON.parse(event.data);  // an array: frames the server queued while this socket was busy
@@ -85,11 +112,12 @@ function connect() {
   socket.onclose = (event) => {
     if (state.socket !== socket) return;
     state.socket = null;
-    if (event.code === 1008) {
+    // 1008 refused, 4001 logged out, 4003 token expired, 4008 a limit: sign in again rather than retry
+    if ([1008, 4001, 4003, 4008].includes(event.code)) {
       state.refused = true;
       setStatus("refused");
       banner(`Connection refused: ${event.reason || "not allowed"}. Please sign in again.`, true);
-      sessionStorage.removeItem("chat.token");
+      forget();
       showLogin(`Refused: ${event.reason || "not allowed"}`);
       return;
     }
@@ -120,23 +148,33 @@ const handlers = {
     setStatus("online", `online · worker ${frame.worker}`);
     document.body.dataset.worker = frame.worker;
     banner("");
-    for (const room of state.rooms) send({ type: "join", room });
-    if (state.active && !state.rooms.has(state.active)) send({ type: "join", room: state.active });
+    send({ type: "sync", dm_since: Number(sessionStorage.getItem("chat.dm_seq") || 0) });  // direct messages missed
+    for (const room of state.rooms) join(room);
+    if (state.active && !state.rooms.has(state.active)) join(state.active);
+    for (const entry of state.outbox.values()) if (entry.frame.type === "direct") send(entry.frame);
     send({ type: "rooms" });
   },
   joined(frame) {
     state.rooms.add(frame.room);
     state.members.set(frame.room, frame.members);
     const list = [];
-    for (const message of frame.history) list.push(messageItem(message));
-    const seen = new Set(frame.history.map((m) => m.id));
-    for (const item of state.messages.get(frame.room) || []) if (!seen.has(item.dataset.id)) list.push(item);
+    const recovering = frame.recovered !== undefined;  // a rejoin with since: history continues what is shown
+    if (!recovering) for (const message of frame.history) list.push(messageItem(message));
+    const seen = new Set(frame.history.map((m) => String(m.id)));
+    for (const item of state.messages.get(frame.room) || []) if (recovering || !seen.has(item.dataset.id)) list.push(item);
     for (const item of state.messages.get(null) || []) list.push(item);  // what arrived while in no room
     state.messages.delete(null);
     state.messages.set(frame.room, list);
     if (!state.active || state.active === frame.room || !state.rooms.has(state.active)) state.active = frame.room;
     saveRooms();
     render();
+    state.held.delete(frame.room);
+    if (recovering) {
+      for (const message of frame.history) roomMessage(message);
+      if (frame.recovered === false) notice(`some messages of #${frame.room} could not be recovered (older ones: the room's history)`);
+    }
+    setSeq(frame.room, Math.max(frame.seq || 0, ...frame.history.map((m) => m.seq || 0)));
+    for (const entry of state.outbox.values()) if (entry.frame.room === frame.room) send(entry.frame);  // unacknowledged: resend
     send({ type: "rooms" });
   },
   left(frame) {
@@ -145,7 +183,8 @@ const handlers = {
     saveRooms();
     render();
   },
-  message(frame) { append(frame.room, messageItem(frame)); },
+  message(frame) { roomMessage(frame); },
+  ack(frame) { settle(frame.client_id, "sent"); },
   presence(frame) {
     state.members.set(frame.room, frame.members);
     renderCount(frame.room);
@@ -162,7 +201,11 @@ const handlers = {
     state.typing.set(frame.room, room);
     renderTyping();
   },
+  directs(frame) {
+    for (const message of frame.messages) handlers.direct(message);
+  },
   direct(frame) {
+    if (frame.seq) sessionStorage.setItem("chat.dm_seq", String(Math.max(frame.seq, Number(sessionStorage.getItem("chat.dm_seq") || 0))));
     const item = el("li", "direct");
     item.append(el("span", "from", `✉ ${frame.from} → you`), el("span", "text", frame.text));
     append(state.active, item);
@@ -175,7 +218,11 @@ const handlers = {
   },
   share(frame) { state.pendingShare = frame; },
   rooms(frame) { renderRooms(frame.rooms); },
-  error(frame) { append(state.active, el("li", "system", `⚠ ${frame.code}: ${frame.detail}`)); },
+  error(frame) {
+    // a refused send names its client_id; not_stored (the database was down) stays in the outbox for the next resend
+    if (frame.client_id && frame.code !== "not_stored") settle(frame.client_id, "failed");
+    append(state.active, el("li", "system", `⚠ ${frame.code}: ${frame.detail}`));
+  },
   pong() {},
 };
 
@@ -197,9 +244,61 @@ function receiveBinary(blob) {
   append(header.room, item);
 }
 
+// Room messages are shown in seq order, each once: one that arrives ahead of a missing seq waits,
+// and if the gap is still open 2 s later the page rejoins with since (the server sends the gap).
+function roomMessage(frame) {
+  const last = state.seqs.get(frame.room) || 0;
+  if (frame.seq !== undefined && frame.seq <= last) return;  // shown already
+  if (frame.seq !== undefined && last && frame.seq > last + 1) {
+    const held = state.held.get(frame.room) || new Map();
+    held.set(frame.seq, frame);
+    state.held.set(frame.room, held);
+    setTimeout(() => { if ((state.seqs.get(frame.room) || 0) === last && state.held.get(frame.room)?.size) join(frame.room); }, 2000);
+    return;
+  }
+  const pending = frame.client_id && state.outbox.get(frame.client_id);
+  if (pending) pending.item.remove();  // our own send: shown where its seq puts it
+  for (const list of state.messages.values()) {
+    const index = list.findIndex((item) => frame.client_id && item.dataset.clientId === frame.client_id);
+    if (index >= 0) list.splice(index, 1);
+  }
+  const item = messageItem(frame);
+  if (frame.client_id) { item.dataset.clientId = frame.client_id; if (frame.from === state.user) item.dataset.state = "sent"; }
+  state.outbox.delete(frame.client_id);
+  append(frame.room, item);
+  if (frame.seq !== undefined) setSeq(frame.room, frame.seq);
+  const next = state.held.get(frame.room)?.get((frame.seq || 0) + 1);
+  if (next) { state.held.get(frame.room).delete(next.seq); roomMessage(next); }
+}
+
+function setSeq(room, seq) {
+  if (!seq || seq < (state.seqs.get(room) || 0)) return;
+  state.seqs.set(room, seq);
+}
+
+function join(room) {
+  const since = state.seqs.get(room);
+  send(since ? { type: "join", room, since } : { type: "join", room });
+}
+
+function clientId() {
+  if (crypto.randomUUID) return crypto.randomUUID().replaceAll("-", "");
+  return [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// pending (in the outbox) -> sent (acknowledged: stored) or failed (refused)
+function settle(id, outcome) {
+  const entry = state.outbox.get(id);
+  if (!entry) return;
+  state.outbox.delete(id);
+  entry.item.dataset.state = outcome;
+  entry.item.title = outcome;
+}
+
 function messageItem(message) {
   const item = el("li", "message");
   item.dataset.id = message.id;
+  if (message.seq !== undefined) item.dataset.seq = message.seq;
   const time = new Date(message.ts * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   item.append(el("span", "time", time), el("span", "from", message.from), el("span", "text", message.text));
   return item;
@@ -226,6 +325,7 @@ function append(room, item) {
 
 function render() {
   $("room-title").textContent = state.active ? `# ${state.active}` : "No room: join one";
+  $("invite").hidden = !state.active;
   $("messages").replaceChildren(...(state.messages.get(state.active) || []));
   $("messages").scrollTop = $("messages").scrollHeight;
   renderMembers();
@@ -273,8 +373,10 @@ function renderTyping() {
 
 $("login").addEventListener("submit", async (event) => {
   event.preventDefault();
+  const action = event.submitter && event.submitter.value === "signup" ? "signup" : "login";
   try {
-    await login($("username").value.trim());
+    await login(action, $("username").value.trim(), $("password").value);
+    $("password").value = "";
     state.refused = false;
     banner("");
     showChat();
@@ -284,11 +386,39 @@ $("login").addEventListener("submit", async (event) => {
   }
 });
 
-$("join").addEventListener("submit", (event) => {
+$("logout").addEventListener("click", async () => {
+  try { await api("POST", "/api/logout"); } catch (error) { /* the session may have ended already */ }
+  const socket = state.socket;
+  state.socket = null;
+  if (socket) socket.close();
+  forget();
+  setStatus("offline");
+  banner("");
+  showLogin("Logged out.");
+});
+
+$("join").addEventListener("submit", async (event) => {
   event.preventDefault();
   const room = $("room-name").value.trim();
-  if (room) { state.active = room; send({ type: "join", room }); }
+  if (!room) return;
+  if ($("room-private").checked) {
+    try { await api("POST", "/api/rooms", { name: room, private: true }); } catch (error) { notice(error.message); return; }
+    $("room-private").checked = false;
+  }
+  state.active = room;
+  send({ type: "join", room });
   $("room-name").value = "";
+});
+
+$("invite").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const username = $("invitee").value.trim();
+  if (!username || !state.active) return;
+  try {
+    await api("POST", `/api/rooms/${encodeURIComponent(state.active)}/invites`, { username });
+    append(state.active, el("li", "system", `${username} is invited to ${state.active}`));
+    $("invitee").value = "";
+  } catch (error) { notice(error.message); }
 });
 
 $("compose").addEventListener("submit", (event) => {
@@ -297,14 +427,18 @@ $("compose").addEventListener("submit", (event) => {
   if (!text) return;
   const direct = text.match(/^\/msg\s+(\S+)\s+([\s\S]+)$/);
   if (!direct && !state.active) { notice("join a room first (or /msg user text)"); return; }
-  const frame = direct ? { type: "direct", to: direct[1], text: direct[2] } : { type: "message", room: state.active, text };
-  // while reconnecting nothing can be sent: keep the text in the box instead of dropping it
-  if (!send(frame)) { notice("not connected: your message is still in the box, send it again once online"); return; }
-  if (direct) {
-    const item = el("li", "direct");
-    item.append(el("span", "from", `✉ you → ${direct[1]}`), el("span", "text", direct[2]));
-    append(state.active, item);
-  }
+  const id = clientId();
+  const frame = direct ? { type: "direct", to: direct[1], text: direct[2], client_id: id }
+    : { type: "message", room: state.active, text, client_id: id };
+  // shown as pending at once; offline, it waits in the outbox and is sent (with the same client_id) on reconnect
+  const item = el("li", direct ? "direct" : "message");
+  item.dataset.clientId = id;
+  item.dataset.state = "pending";
+  item.title = "pending";
+  item.append(el("span", "from", direct ? `✉ you → ${direct[1]}` : state.user), el("span", "text", frame.text));
+  state.outbox.set(id, { frame, item });
+  append(state.active, item);
+  send(frame);
   if (state.active && state.lastTyping) send({ type: "typing", room: state.active, typing: false });
   state.lastTyping = 0;  // the next keystroke announces typing again at once
   $("text").value = "";

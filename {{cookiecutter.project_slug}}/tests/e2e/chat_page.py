@@ -10,7 +10,7 @@ from typing import Any
 from playwright.sync_api import BrowserContext, Locator, Page, WebSocket, expect
 
 from ..chat.client import unpack
-from ..live_server import LiveServer
+from ..live_server import TEST_PASSWORD, LiveServer
 
 #: Runs before the page's own script on every load: records each status badge state and banner text the
 #: page shows (MutationObserver callbacks run as microtasks, so even a state shown for a millisecond counts).
@@ -144,11 +144,31 @@ class ChatPage:
 
     # ------------------------------------------------------------------ what the user does
 
-    def sign_in(self, username: str) -> None:
+    def sign_in(self, username: str, password: str = TEST_PASSWORD) -> None:
+        """Sign up as ``username``; if the name is taken (an earlier test), log in with the same password."""
         self.page.fill("#username", username)
-        self.page.click("#login button[type=submit]")
+        self.page.fill("#password", password)
+        self.page.click("#signup-button")
+        error = self.page.locator("#login-error")
+        self.wait_until(lambda: self.status.get_attribute("data-state") != "offline" or "taken" in error.inner_text(),
+                        "signed up, or the name taken")
+        if "taken" in error.inner_text():
+            self.log_in(username, password)
+            return
         self.wait_online()
         expect(self.page.locator("#whoami")).to_have_text(f"signed in as {username}")
+
+    def log_in(self, username: str, password: str = TEST_PASSWORD) -> None:
+        self.page.fill("#username", username)
+        self.page.fill("#password", password)
+        self.page.click("#login-button")
+        self.wait_online()
+        expect(self.page.locator("#whoami")).to_have_text(f"signed in as {username}")
+
+    def log_out(self) -> None:
+        self.page.click("#logout")
+        expect(self.page.locator("#login")).to_be_visible()
+        expect(self.page.locator("#login-error")).to_have_text("Logged out.")
 
     def wait_online(self, timeout: float = 20) -> None:
         expect(self.status).to_have_attribute("data-state", "online", timeout=timeout * 1000)

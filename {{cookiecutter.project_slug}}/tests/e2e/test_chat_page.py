@@ -11,7 +11,7 @@ import jwt
 import pytest
 from playwright.sync_api import FilePayload, expect
 
-from app.chat.auth import ALGORITHM, issue_token
+from app.accounts.tokens import ALGORITHM, issue_token
 from app.settings import Settings
 
 from ..live_server import LiveServer
@@ -168,11 +168,12 @@ def test_bad_token_is_refused_and_the_page_says_so(server: LiveServer, browse: B
     bob.sign_in(uniq("bob"))
     mallory = browse(server, "mallory")
     if kind == "forged":
-        claims = {"sub": uniq("mallory"), "exp": int(time.time()) + 3600}
+        claims = {"sub": uniq("mallory"), "sid": "s", "iss": "realtime-chat", "aud": "realtime-chat",
+                  "exp": int(time.time()) + 3600}
         token, reason = jwt.encode(claims, "not-the-server-secret-" + "x" * 16, algorithm=ALGORITHM), "invalid token"
     else:
         settings = Settings.model_validate({"secret_key": server.env["APP_SECRET_KEY"]})
-        token, reason = issue_token(settings, uniq("mallory"), ttl=1), "token expired"
+        token, reason = issue_token(settings, uniq("mallory"), "s", ttl=1), "token expired"
         time.sleep(2.1)
     mallory.page.evaluate("([token, user]) => { sessionStorage.setItem('chat.token', token);"
                           " sessionStorage.setItem('chat.user', user); }", [token, uniq("mallory")])
@@ -201,7 +202,11 @@ def test_bad_token_is_refused_and_the_page_says_so(server: LiveServer, browse: B
     bob.expect_item("message", uniq("mallory"), "let me in")
 
 
-def test_text_sent_while_reconnecting_stays_in_the_box(server: LiveServer, browse: Browse, uniq: Uniq) -> None:
+def test_offline_tab_catches_up_in_order_and_its_offline_message_is_sent_once(
+    server: LiveServer, browse: Browse, uniq: Uniq
+) -> None:
+    """The delivery contract in the page: a tab that was offline rejoins with ``since`` and shows what it
+    missed once and in order; a message typed offline waits as pending and is sent once after reconnect."""
     alice, bob = browse(server, "alice"), browse(server, "bob")
     alice.sign_in(uniq("alice"))
     bob.sign_in(uniq("bob"))
@@ -209,20 +214,60 @@ def test_text_sent_while_reconnecting_stays_in_the_box(server: LiveServer, brows
     room = uniq("offline")
     alice.join(room)
     bob.join(room)
+    bob.say("before")
+    alice.expect_item("message", uniq("bob"), "before")
 
     alice.page.context.set_offline(True)
     alice.page.evaluate("state.socket.close()")  # the network is gone: every reconnect attempt fails
     alice.wait_until(lambda: "reconnecting" in alice.states(), "the reconnecting state")
+    missed = [f"missed {i}" for i in range(5)]
+    for text in missed:
+        bob.say(text)
     alice.page.fill("#text", "typed while offline")
     alice.page.press("#text", "Enter")
-    expect(alice.page.locator("#text")).to_have_value("typed while offline")
-    expect(alice.messages.locator("li.system").last).to_contain_text("not connected")
+    expect(alice.page.locator("#text")).to_have_value("")  # taken into the outbox, shown as pending
+    expect(alice.messages.locator('li[data-state="pending"] .text')).to_have_text("typed while offline")
 
     mark = len(alice.frames)
     alice.page.context.set_offline(False)
-    alice.wait_frame("joined", after=mark, room=room, timeout=30)
-    alice.wait_online()
-    alice.page.press("#text", "Enter")
-    expect(alice.page.locator("#text")).to_have_value("")
+    joined = alice.wait_frame("joined", after=mark, room=room, timeout=30)
+    assert joined["recovered"] is True and [m["text"] for m in joined["history"]] == missed
+    expected = ["before", *missed, "typed while offline"]
     for chat in (alice, bob):
-        chat.expect_item("message", uniq("alice"), "typed while offline")
+        chat.expect_item("message", uniq("alice"), "typed while offline")  # once, on both sides
+        chat.wait_until(lambda chat=chat: [i["text"] for i in chat.items() if i["kind"] == "message"] == expected,
+                        f"the messages in order: {expected}")
+    expect(alice.messages.locator('li[data-state="sent"] .text')).to_have_text("typed while offline")
+    acks = [f for f in alice.frames[mark:] if f.get("type") == "ack"]
+    assert len({ack["seq"] for ack in acks}) == 1  # sent once: one stored message, however often acked
+
+
+def test_accounts_private_room_invite_and_logout(server: LiveServer, browse: Browse, uniq: Uniq) -> None:
+    alice, bob, carol = browse(server, "alice"), browse(server, "bob"), browse(server, "carol")
+    for chat in (alice, bob, carol):
+        chat.sign_in(uniq(chat.label))
+    spread(alice, bob, carol)
+    room = uniq("secret")
+    alice.page.check("#room-private")
+    alice.join(room)
+
+    mark = len(carol.frames)  # not invited: refused
+    carol.page.fill("#room-name", room)
+    carol.page.click("#join button[type=submit]")
+    assert "private" in carol.wait_frame("error", after=mark, code="forbidden")["detail"]
+
+    alice.page.fill("#invitee", uniq("bob"))
+    alice.page.click("#invite button[type=submit]")
+    expect(alice.messages.locator("li.system").last).to_have_text(f"{uniq('bob')} is invited to {room}")
+    bob.join(room)
+    alice.say("for bob only")
+    bob.expect_item("message", uniq("alice"), "for bob only")
+
+    bob.log_out()
+    assert bob.page.evaluate("sessionStorage.getItem('chat.token')") is None
+    bob.page.fill("#username", uniq("bob"))
+    bob.page.fill("#password", "not the password")
+    bob.page.click("#login-button")
+    expect(bob.page.locator("#login-error")).to_have_text("wrong user name or password")
+    bob.log_in(uniq("bob"))
+    bob.join(room)  # still invited after a new login
