@@ -96,7 +96,7 @@ def env_values(project: Path) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("context", "secrets"),
     [
-        ({"channel_layer": "inmemory"}, {"APP_SECRET_KEY"}),
+        ({"channel_layer": "inmemory"}, {"APP_SECRET_KEY", "POSTGRES_PASSWORD"}),
         ({"channel_layer": "nats", "use_celery": "yes", "web_workers": "2"},
          {"APP_SECRET_KEY", "POSTGRES_PASSWORD", "NATS_PASSWORD", "REDIS_PASSWORD"}),
         ({"channel_layer": "redis", "keep_all_backends": "yes", "web_workers": "2"}, set(SECRETS)),
