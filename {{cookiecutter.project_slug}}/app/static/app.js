@@ -256,11 +256,9 @@ function roomMessage(frame) {
     setTimeout(() => { if ((state.seqs.get(frame.room) || 0) === last && state.held.get(frame.room)?.size) join(frame.room); }, 2000);
     return;
   }
-  const pending = frame.client_id && state.outbox.get(frame.client_id);
-  if (pending) pending.item.remove();  // our own send: shown where its seq puts it
-  for (const list of state.messages.values()) {
-    const index = list.findIndex((item) => frame.client_id && item.dataset.clientId === frame.client_id);
-    if (index >= 0) list.splice(index, 1);
+  for (const list of frame.client_id ? state.messages.values() : []) {  // our own send: moved to where its seq puts it
+    const index = list.findIndex((item) => item.dataset.clientId === frame.client_id);
+    if (index >= 0) list.splice(index, 1)[0].remove();
   }
   const item = messageItem(frame);
   if (frame.client_id) { item.dataset.clientId = frame.client_id; if (frame.from === state.user) item.dataset.state = "sent"; }
