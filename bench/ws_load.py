@@ -104,9 +104,17 @@ def ours_env(prefix: str, workers: int, bind: str, extra: dict[str, str]) -> dic
         "APP_SECRET_KEY": secrets.token_urlsafe(48),
         "WEB_CONCURRENCY": str(workers), "BIND": bind, "GRACEFUL_TIMEOUT": "3", "ACCESS_LOG": "",
         "APP_RATE_LIMIT_PER_SECOND": "1000", "APP_RATE_LIMIT_BURST": "1000", "APP_IDLE_TIMEOUT_SECONDS": "3600",
-        "APP_PRESENCE_INTERVAL_SECONDS": "5", "PYTHONUNBUFFERED": "1", **extra,
+        "APP_PRESENCE_INTERVAL_SECONDS": "5", "PYTHONUNBUFFERED": "1",
+        # every client comes from 127.0.0.1, each its own user
+        "APP_HANDSHAKE_RATE_PER_ADDRESS": "100000", "APP_MAX_CONNECTIONS_PER_USER": "100",
+        # a database of the run's own, shared by its workers (SQLite, WAL), removed with its Redis keys
+        "APP_DATABASE_URL": f"sqlite+aiosqlite:///{database(prefix)}", **extra,
     })
     return env
+
+
+def database(prefix: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"ws_load-{prefix}.db"
 
 
 def start_server(impl: str, workers: int, prefix: str, peers_python: str, project: Path) -> Server:
@@ -195,14 +203,14 @@ class Client:
         self.dropped = False
 
     async def connect(self, port: int, token: str | None) -> None:
-        if self.impl.startswith("ours"):
-            url = f"ws://127.0.0.1:{port}/ws?token={token}"
-        elif self.impl == "socketio":
+        if self.impl == "socketio":
             url = f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
         else:
             url = f"ws://127.0.0.1:{port}/ws"
         self.ws = await websockets.connect(url, compression=None, open_timeout=30, max_queue=None,
                                            ping_interval=None)
+        if token is not None:  # ours: the first frame authenticates (never a token in the URL)
+            await self.ws.send(json.dumps({"type": "auth", "token": token}))
         if self.impl == "socketio":
             assert (await self.ws.recv()).startswith("0")  # Engine.IO open
             await self.ws.send("40")
@@ -402,6 +410,8 @@ async def run_case(impl: str, project: Path, clients: int = 1000, workers: int =
     finally:
         await asyncio.to_thread(server.kill)
         await asyncio.to_thread(cleanup_redis, prefix)
+        for path in Path(tempfile.gettempdir()).glob(f"{database(prefix).name}*"):  # with -wal, -shm
+            path.unlink(missing_ok=True)
     return result
 
 

@@ -2,12 +2,14 @@
 
     python scripts/load.py --url http://127.0.0.1:8000 --clients 200 --rooms 4 --messages 5 --rate 1
 
-Client *i* gets a token (``/api/signup``, or ``/api/login`` where there are no accounts), joins room
-*i* mod R and, once every client has joined, sends M messages at RATE messages/s. Each text carries
+Client *i* gets a token (``/api/signup``, or ``/api/login`` where there are no accounts), opens
+``/ws``, authenticates with its first frame, joins room *i* mod R and, once every client has joined,
+sends M messages at RATE messages/s. Each text carries
 ``client:seq:send-time``, so every member checks it hears each message of its room exactly once and
 measures send-to-receive latency (one clock: all clients are in this process). It prints one JSON
 line and exits 1 when a message was lost or duplicated. Keep ``--rate`` under the server's
-``APP_RATE_LIMIT_PER_SECOND``. Against the comparison peers: the template's ``bench/ws_load.py``.
+``APP_RATE_LIMIT_PER_SECOND``, and raise its ``APP_HANDSHAKE_RATE_PER_ADDRESS`` for more than a few
+dozen clients: they all come from this one address. Against the comparison peers: the template's ``bench/ws_load.py``.
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ class Client:
         self.ws: Any = None
 
     async def connect(self, ws_url: str, token: str) -> None:
-        self.ws = await websockets.connect(f"{ws_url}?token={token}", open_timeout=30, max_queue=None)
+        self.ws = await websockets.connect(ws_url, open_timeout=30, max_queue=None)
+        await self.ws.send(json.dumps({"type": "auth", "token": token}))
         await self.ws.send(json.dumps({"type": "join", "room": self.room}))
         while not any(f.get("type") == "joined" and f.get("room") == self.room for f in frames(await self.ws.recv())):
             pass
