@@ -89,11 +89,11 @@ async def post_notify(body: Notify, admin: Admin) -> Job:
 @router.get("/{job_id}", response_model=Job, responses={501: {"description": "the result backend is rpc://"}})
 async def get_job(job_id: str, admin: Admin) -> Job:
     """PENDING (or unknown), STARTED, RETRY, SUCCESS with the result, or FAILURE with the error (owner only)."""
-    if not owns(admin.user, job_id):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no job of yours has this id")
     if str(celery.conf.result_backend).startswith("rpc"):
         raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, "rpc:// results reach only the process that sent"
                             " the job: set CELERY_RESULT_BACKEND to redis://... or db+postgresql://...")
+    if not owns(admin.user, job_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no job of yours has this id")
 
     def read() -> Job:
         result = AsyncResult(job_id, app=celery)

@@ -22,7 +22,9 @@ def stack_env(backend: str, prefix: str, **extra: str) -> dict[str, str]:
     env = service_env(backend, prefix, APP_JOBS_QUEUE=f"jobs-{prefix}", APP_JOBS_NOTIFY_CHUNK_SIZE="7",
                       APP_JOBS_STATS_INTERVAL_SECONDS="0", APP_JOBS_RETRY_BACKOFF_SECONDS="1",
                       APP_JOBS_RETRY_BACKOFF_MAX_SECONDS="4", APP_JOBS_LAYER_TIMEOUT_SECONDS="5",
-                      APP_JOBS_DEDUP_TTL_SECONDS="600")
+                      APP_JOBS_DEDUP_TTL_SECONDS="600",
+                      # "ops" calls the jobs API (admins only); the beat job reads GET /api/rooms with the service token
+                      APP_ADMIN_USERNAMES="ops,ops2", APP_SERVICE_TOKEN="service-token-for-tests")
     env = {k: v for k, v in env.items() if not k.startswith("CELERY_")}
     env.update(extra)
     return env

@@ -42,15 +42,19 @@ async def test_announcement_reaches_clients_on_two_workers(stack: Stack) -> None
     for client in (alice, bob):
         await client.join("lobby")
     assert stack.call("POST", "/api/jobs/announce", None, {"room": "lobby", "text": "x"})[0] == 401
+    member = stack.server.login("mallory")  # signed in, not an admin
+    assert stack.call("POST", "/api/jobs/announce", member, {"room": "lobby", "text": "x"})[0] == 403
+    assert stack.call("POST", "/api/jobs/notify", member, {"users": ["bob"], "text": "x"})[0] == 403
     status, job = stack.call("POST", "/api/jobs/announce", token, {"room": "lobby", "text": "maintenance at 22:00"})
     assert status == 202, job
     for client in (alice, bob):
         frame = await client.expect("announcement", lambda f: f["id"] == job["id"], timeout=20)
-        assert (frame["room"], frame["text"]) == ("lobby", "maintenance at 22:00")
+        assert (frame["room"], frame["text"], frame["from"]) == ("lobby", "maintenance at 22:00", "ops")
     done = await asyncio.to_thread(stack.wait_job, token, job["id"])
     assert done["result"] == {"id": job["id"], "room": "lobby", "sent": 1}
     await expect_none([alice, bob], "announcement")
     assert stack.call("GET", f"/api/jobs/{job['id']}", None)[0] == 401
+    assert stack.call("GET", f"/api/jobs/{job['id']}", stack.server.login("ops2"))[0] == 404  # another admin's
     for client in (alice, bob):
         await client.close()
 

@@ -41,7 +41,7 @@ def test_announcement_reaches_every_tab(stack: Stack, browse: Browse, uniq: Call
     room = uniq("news")
     for chat in (alice, alice_again, bob):
         chat.join(room)
-    token = stack.server.login(uniq("ops"))
+    token = stack.server.login("ops")  # an admin (APP_ADMIN_USERNAMES in stack_env): the jobs API is theirs
     status, job = stack.call("POST", "/api/jobs/announce", token, {"room": room, "text": "deploy at 22:00"})
     assert status == 202, job
     for chat in (alice, alice_again, bob):
