@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     oidc_username_claim: str = "preferred_username"
     #: Default: the ``jwks_uri`` of the issuer's /.well-known/openid-configuration.
     oidc_jwks_url: str = ""
+    #: A token with an unknown key id refetches the key set, at most once per this many seconds.
+    oidc_refetch_cooldown_seconds: float = Field(30.0, ge=0)
     #: Seconds a new socket has to send its ``auth`` frame.
     auth_timeout_seconds: float = Field(5.0, gt=0)
     login_attempts_per_username: int = Field(5, gt=0)

@@ -27,12 +27,14 @@ class OidcVerifier:
         self.audience = settings.oidc_audience
         self.claim = settings.oidc_username_claim
         self._jwks_url = settings.oidc_jwks_url
+        self._cooldown = settings.oidc_refetch_cooldown_seconds
         self._client: jwt.PyJWKClient | None = None
 
     def _jwks_client(self) -> jwt.PyJWKClient:
         if self._client is None:
             url = self._jwks_url or self._discover()
-            self._client = jwt.PyJWKClient(url, cache_keys=True, lifespan=300, timeout=10)
+            self._client = jwt.PyJWKClient(url, cache_keys=True, lifespan=300, timeout=10,
+                                           cooldown_duration=self._cooldown)
         return self._client
 
     def _discover(self) -> str:
