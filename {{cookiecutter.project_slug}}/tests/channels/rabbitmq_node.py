@@ -77,7 +77,7 @@ class PrivateRabbitMQ:
         result = self._ctl("-q", "list_connections", "client_properties")
         if result.returncode != 0:
             raise RuntimeError(f"rabbitmqctl list_connections failed: {result.stderr!r}")
-        return re.findall(r'"connection_name",longstr,"([^"]*)"', result.stdout.decode())
+        return re.findall(r'\{"connection_name","([^"]*)"\}', result.stdout.decode())
 
     def start(self, timeout: float = 90) -> None:
         assert self.process is None or self.process.poll() is not None, "node already running"

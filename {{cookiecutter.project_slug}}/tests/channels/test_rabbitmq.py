@@ -304,8 +304,9 @@ async def test_message_ttl_holds_for_a_process_that_received_before(make: Any) -
 @pytest.mark.slow
 async def test_close_returns_with_its_connection_closed(private_node: PrivateRabbitMQ) -> None:
     """close() wakes a pending receive and returns only once the broker lists no connection of the layer."""
-    layer = RabbitMQChannelLayer(url=private_node.url, prefix=f"t{secrets.token_hex(5)}", timeout=5)
+    layer = RabbitMQChannelLayer(url=private_node.url, prefix=f"t{secrets.token_hex(5)}", timeout=5, poll_interval=0.5)
     local = await layer.new_channel()
+    assert getattr(layer._connection, "reconnect_interval", None) == 0.5  # poll_interval reaches aio-pika
     await layer.group_add("g", local)
     await layer.send("test.closing", {"type": "m"})
     assert (await asyncio.wait_for(layer.receive("test.closing"), WAIT))["type"] == "m"

@@ -75,10 +75,12 @@ class RabbitMQConnection:
             aio_pika = self.lib
             # built here rather than by connect_robust(), so a connect that times out can be closed:
             # otherwise its reconnect loop would live on in the background
-            connection: AbstractRobustConnection = aio_pika.RobustConnection(
-                aio_pika.connection.make_url(self.url, reconnect_interval=self.reconnect_interval),
-                client_properties={"connection_name": self.name},
-            )
+            from yarl import URL  # aio-pika's own dependency
+
+            # aio-pika reads its options from the URL's query when given no keywords (with keywords, it
+            # drops the query); aiormq names the connection after ``name``
+            url = URL(self.url).update_query(reconnect_interval=self.reconnect_interval, name=self.name)
+            connection: AbstractRobustConnection = aio_pika.RobustConnection(url)
             try:
                 async with self.guard("connect"):
                     await connection.connect(timeout=self.timeout)
