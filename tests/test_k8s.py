@@ -196,7 +196,7 @@ def test_web_pods(rendered: Rendered) -> None:
         assert any(
             m["mountPath"] == multiproc and "emptyDir" in volumes[m["name"]] for m in web["volumeMounts"]
         ), name
-        assert 'ulimit -n "$(ulimit -Hn)"' in web["args"][0]
+        assert web["args"][0].startswith('ulimit -n "$(ulimit -Hn)"') and "exec gunicorn" in web["args"][0]
         if name != "dev":
             assert find(overlay, "PodDisruptionBudget", "chat-web")["spec"]["maxUnavailable"] == 1
             assert find(overlay, "HorizontalPodAutoscaler", "chat-web")["spec"]["minReplicas"] >= 2
