@@ -18,6 +18,15 @@ from gunicorn.arbiter import Arbiter
 from uvicorn_worker import UvicornWorker
 
 from .lifecycle import run_before_shutdown
+from .settings import get_settings
+
+
+def ws_limits() -> dict[str, Any]:
+    """uvicorn drops a frame over the app's largest frame limit before buffering it, and inflates nothing:
+    with per-message deflate, a 16 KiB compressed frame could grow to 16 MiB in memory before the app's check."""
+    settings = get_settings()
+    return {"ws_max_size": max(settings.max_text_frame_bytes, settings.max_binary_frame_bytes),
+            "ws_per_message_deflate": False}
 
 
 class GracefulServer(uvicorn.Server):
@@ -31,7 +40,8 @@ class GracefulServer(uvicorn.Server):
 class ChatWorker(UvicornWorker):
     """gunicorn's worker class (``worker_class`` in gunicorn.conf.py)."""
 
-    CONFIG_KWARGS: dict[str, Any] = {"loop": "auto", "http": "auto", "ws": "websockets-sansio", "lifespan": "on"}
+    CONFIG_KWARGS: dict[str, Any] = {"loop": "auto", "http": "auto", "ws": "websockets-sansio", "lifespan": "on",
+                                     **ws_limits()}
 
     async def _serve(self) -> None:
         self.config.app = self.wsgi

@@ -81,7 +81,7 @@ class ChatClient:
 
 
 async def clients_on_distinct_workers(
-    ws_url: str, tokens: list[str], within: float = 30, **connect: Any
+    ws_url: str, tokens: list[str], within: float = 30, burst: int = 4, **connect: Any
 ) -> list[ChatClient]:
     """One client per token, each served by a different worker process.
 
@@ -93,10 +93,10 @@ async def clients_on_distinct_workers(
     deadline = asyncio.get_running_loop().time() + within
     for token in tokens:
         while True:
-            burst = await asyncio.gather(*(ChatClient.connect(ws_url, token, **connect) for _ in range(4)))
+            opened = await asyncio.gather(*(ChatClient.connect(ws_url, token, **connect) for _ in range(burst)))
             taken = {c.worker for c in chosen}
-            fresh = next((c for c in burst if c.worker not in taken), None)
-            for client in burst:
+            fresh = next((c for c in opened if c.worker not in taken), None)
+            for client in opened:
                 if client is not fresh:
                     await client.close()
             if fresh is not None:

@@ -33,17 +33,21 @@ class RawSocket:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.handshake = ""
 
     @classmethod
-    async def open(cls, port: int, token: str) -> RawSocket:
+    async def open(cls, port: int, token: str, extensions: str | None = None) -> RawSocket:
+        """A socket past the handshake (offering ``extensions``) and the ``auth`` frame; ``handshake`` is the answer."""
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         key = base64.b64encode(os.urandom(16)).decode()
-        writer.write((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        offer = f"Sec-WebSocket-Extensions: {extensions}\r\n" if extensions else ""
+        writer.write((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n{offer}"
                       f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
         async with asyncio.timeout(10):
             head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101"), head
         raw = cls(reader, writer)
+        raw.handshake = head.decode("latin-1")
         await raw.send(frame(TEXT, json.dumps({"type": "auth", "token": token}).encode()))
         return raw
 
