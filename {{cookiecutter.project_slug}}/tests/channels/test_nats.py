@@ -127,7 +127,7 @@ def test_env_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
     assert layer.servers == ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222"]
     assert (layer.prefix, layer.capacity, layer.message_timeout) == ("myapp", 7, 3.5)
     assert (layer.stream_name, layer.group_bucket) == ("MYAPP", "my_groups")
-    assert layer._nc is None  # nothing connects before the first operation
+    assert layer._conn.nc is None  # nothing connects before the first operation
 
 
 def test_default_names_follow_the_prefix() -> None:
@@ -158,16 +158,16 @@ async def test_layers_starting_at_once_all_start(shared_nats: None, prefix: str,
     for _ in range(40):
         starting = [nats_layer(prefix) for _ in range(6)]
         layers += starting
-        await asyncio.gather(*(layer._connect() for layer in starting))
-        await asyncio.gather(*(layer._ensure() for layer in starting))
+        await asyncio.gather(*(layer._conn.connect() for layer in starting))
+        await asyncio.gather(*(layer._streams.ensure() for layer in starting))
         await starting[0].flush()  # deletes the streams, so the next round creates them again
 
 
 async def test_subjects_owned_by_another_stream_are_reported(shared_nats: None, prefix: str, layers: list[Any]) -> None:
     layer = nats_layer(prefix)
     layers.append(layer)
-    js = await layer._connect()
-    await js.add_stream(name=f"{layer.stream_name}_SQUATTER", subjects=[f"{layer._root}.in.*"])
+    js = await layer._conn.connect()
+    await js.add_stream(name=f"{layer.stream_name}_SQUATTER", subjects=[f"{layer._subjects.root}.in.*"])
     try:
         with pytest.raises(ConfigurationError, match="subjects overlap"):
             await layer.send("job.queue", {"type": "m"})
@@ -256,7 +256,7 @@ async def test_dead_process_lease_expires(shared_nats: None, prefix: str, layers
         layers.append(sender)
         published = count_publishes(sender)
         await sender.group_send("room", {"type": "m"})
-        assert published == [f"{sender._root}.in.{process_id}"]
+        assert published == [f"{sender._subjects.root}.in.{process_id}"]
         child.kill()
         await asyncio.wait_for(child.wait(), 10)
         await asyncio.sleep(3.5)
@@ -287,7 +287,7 @@ async def test_large_messages_are_chunked(server_root: Path, private_servers: li
     channel = await two.new_channel()
     await one.send(channel, {"type": "m", "body": blob})
     assert (await receive(two, channel))["body"] == blob
-    js = one._js
+    js = one._conn.js
     assert (await js.stream_info(one._blob_stream)).state.messages == 0  # read point-to-point bodies are purged
     members = [await two.new_channel(), await three.new_channel()]
     await two.group_add("g", members[0])
@@ -297,7 +297,7 @@ async def test_large_messages_are_chunked(server_root: Path, private_servers: li
     assert (await receive(two, members[0]))["body"] == blob
     assert (await receive(three, members[1]))["body"] == blob
     chunks = [s for s in published if ".b." in s]
-    limit = one._nc.max_payload - 8 * 1024
+    limit = one._conn.client.max_payload - 8 * 1024
     assert len(set(chunks)) == 1 and len(blob) // limit <= len(chunks) <= len(blob) // limit + 1  # uploaded once
     assert len(published) == len(chunks) + 2  # plus one pointer per member process
 

@@ -39,9 +39,7 @@ from .streams import Restart, Streams
 from .subjects import Subjects, check_stream_name, default_base
 
 if TYPE_CHECKING:
-    from nats.aio.client import Client
     from nats.aio.msg import Msg
-    from nats.js import JetStreamContext
     from nats.js.api import StreamConfig
 
 logger = logging.getLogger("app.channels.nats")
@@ -102,24 +100,6 @@ class NATSChannelLayer(BaseChannelLayer):
                                    self._supervise, lambda: self.closed)
 
     # ------------------------------------------------------------------ layout
-
-    @property
-    def _nc(self) -> Client | None:
-        return self._conn.nc
-
-    @property
-    def _js(self) -> JetStreamContext | None:
-        return self._conn.js
-
-    @property
-    def _root(self) -> str:
-        return self._subjects.root
-
-    async def _connect(self) -> JetStreamContext:
-        return await self._conn.connect()
-
-    async def _ensure(self) -> None:
-        await self._streams.ensure()
 
     def _count_drop(self) -> None:
         self.dropped += 1
