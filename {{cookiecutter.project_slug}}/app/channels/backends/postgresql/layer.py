@@ -40,6 +40,7 @@ from .schema import ensure_schema, quote_ident, validate_schema_name
 
 if TYPE_CHECKING:
     from asyncpg import Connection, Pool
+    from asyncpg.pool import PoolConnectionProxy
 
 logger = logging.getLogger("app.channels")
 
@@ -56,7 +57,7 @@ PRUNE_MAX_BATCHES = 20
 _SendCall = tuple[bool, str, str, bytes]  # to an inbox?, its process or the named channel, channel, data
 
 
-async def _keep_session(_conn: Connection) -> None:
+async def _keep_session(_conn: PoolConnectionProxy) -> None:
     """Pool reset hook. The default runs ``RESET ALL; UNLISTEN *; ...``: one more round trip per
     query. Our statements leave no session state (transactions are managed, settings are local)."""
 
@@ -155,10 +156,11 @@ class PostgreSQLChannelLayer(BaseChannelLayer):
         return f"app.channels {role} {self.process_id}"
 
     async def _connect_listener(self) -> Connection:
-        return await self._asyncpg.connect(
+        conn: Connection = await self._asyncpg.connect(
             self.dsn, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT,
             server_settings={"application_name": self.application_name("listen")},
         )
+        return conn
 
     async def _get_pool(self) -> Pool:
         if self._pool is not None:
@@ -195,7 +197,7 @@ class PostgreSQLChannelLayer(BaseChannelLayer):
             ) from exc
 
     @contextlib.asynccontextmanager
-    async def _connection(self, *, schema: bool = True) -> AsyncIterator[Connection]:
+    async def _connection(self, *, schema: bool = True) -> AsyncIterator[PoolConnectionProxy]:
         """A pooled connection; connection failures become ``BrokerUnavailable``."""
         with broker_errors(self._where, *self._errors), self._tables_explained():
             pool = await self._get_pool()
@@ -348,7 +350,8 @@ class PostgreSQLChannelLayer(BaseChannelLayer):
         total = 0
         for _ in range(PRUNE_MAX_BATCHES):
             async with self._connection() as conn:
-                counts = await conn.fetchrow(self._sql(sql.PRUNE), PRUNE_BATCH)
+                row = await conn.fetchrow(self._sql(sql.PRUNE), PRUNE_BATCH)
+            counts: tuple[int, int, int] = tuple(row) if row is not None else (0, 0, 0)
             total += sum(counts)
             if max(counts) < PRUNE_BATCH:
                 break

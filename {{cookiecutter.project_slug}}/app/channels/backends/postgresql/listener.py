@@ -11,10 +11,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ...broker import Backoff
 from ...tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    from asyncpg import Connection
 
 logger = logging.getLogger("app.channels")
 
@@ -38,11 +41,11 @@ async def wait_event(event: asyncio.Event, seconds: float) -> None:
 class Listener:
     """The events NOTIFYs set, by notify channel name, fed by one connection ``connect()`` opens."""
 
-    def __init__(self, connect: Callable[[], Awaitable[Any]], poll_interval: float) -> None:
+    def __init__(self, connect: Callable[[], Awaitable[Connection]], poll_interval: float) -> None:
         self._connect = connect
         self.poll_interval = poll_interval
         self._lock = asyncio.Lock()
-        self._conn: Any = None  # the LISTEN connection while it is healthy
+        self._conn: Connection | None = None  # the LISTEN connection while it is healthy
         self._wakers: dict[str, asyncio.Event] = {}
         self._last_used: dict[str, float] = {}  # named notify channel -> monotonic time of last read
         self._task: asyncio.Task[None] | None = None
@@ -80,7 +83,7 @@ class Listener:
         """Stop listening; returns once the connection is closed."""
         await cancel_and_wait([self._task], timeout=CONNECT_TIMEOUT)
 
-    def _on_notify(self, _conn: Any, _pid: int, channel: str, _payload: str) -> None:
+    def _on_notify(self, _conn: object, _pid: int, channel: str, _payload: object) -> None:
         waker = self._wakers.get(channel)
         if waker is not None:
             waker.set()
@@ -94,7 +97,7 @@ class Listener:
         backoff = Backoff(self.poll_interval, max(self.poll_interval, MAX_RECONNECT_DELAY))
         failing = False
         while True:
-            conn: Any = None
+            conn: Connection | None = None
             lost = asyncio.Event()
             try:
                 conn = await self._connect()
@@ -128,7 +131,7 @@ class Listener:
                 self._wake_all()  # readers switch to polling
             await asyncio.sleep(backoff.next())
 
-    async def _unlisten_idle(self, conn: Any) -> None:
+    async def _unlisten_idle(self, conn: Connection) -> None:
         cutoff = time.monotonic() - IDLE_UNLISTEN
         for name, used in list(self._last_used.items()):
             if used < cutoff:
