@@ -1,7 +1,8 @@
 """Named channels: durable queues, consumed only while a receive waits.
 
-A receive starts a consumer (prefetch 1) on the channel's queue, takes one message, cancels the
-consumer and acks the message; one the broker sent as the wait timed out goes back (nack, requeue). So this process
+A receive takes a waiting message with ``basic.get``; if there is none it starts a consumer
+(prefetch 1) on the channel's queue, takes one message, cancels the consumer and acks the message;
+one the broker sent as the wait timed out goes back (nack, requeue). So this process
 holds a named channel's message only while a receive waits for it: another process that waits gets
 it at once, and ``capacity``, ``message_ttl`` and expiry hold for every message not handed out (the
 broker keeps them). A message is acked when handed to the receiver: a connection lost between the
@@ -62,18 +63,23 @@ class NamedChannels:
                 arrived.put_nowait(message)
 
         tag = f"{self.tag_prefix}.{secrets.token_hex(6)}"
-        # not robust: a consumer lives for one receive, aio-pika must not restore it after a reconnect
         queue = cast("AbstractRobustQueue", await named.get_queue(name, ensure=False))
         what = f"consume channel {channel!r}"
         try:
             async with self.conn.guard(what):
-                await queue.consume(on_message, consumer_tag=tag, timeout=self.conn.timeout, robust=False)
+                # one waiting already (a backlog): basic.get, one round trip
+                waiting = await queue.get(no_ack=False, fail=False, timeout=self.conn.timeout)
+                if waiting is None:
+                    # not robust: a consumer lives for one receive, aio-pika must not restore it
+                    await queue.consume(on_message, consumer_tag=tag, timeout=self.conn.timeout, robust=False)
         except BrokerUnavailable as exc:
             if not isinstance(exc.__cause__, errors.ChannelNotFoundEntity):
                 raise
             self.declared.discard(name)  # deleted by another layer's flush: declare it again next time
             await self.conn.reopened(named, what)
             return None
+        if waiting is not None:
+            return await self._ack(channel, waiting)
         message: AbstractIncomingMessage | None = None
         try:
             async with asyncio.timeout(wait):
@@ -89,8 +95,9 @@ class NamedChannels:
             while not arrived.empty():
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(arrived.get_nowait().nack(requeue=True), self.conn.timeout)
-        if message is None:
-            return None
+        return None if message is None else await self._ack(channel, message)
+
+    async def _ack(self, channel: str, message: AbstractIncomingMessage) -> bytes:
         async with self.conn.guard(f"ack a message of {channel!r}"):
             await message.ack()  # if its channel died meanwhile, the broker requeued it
         return message.body
