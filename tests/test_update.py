@@ -196,3 +196,13 @@ def test_cruft_update_from_the_previous_release(context: dict[str, str], isolate
     quick = [test for test in QUICK_TESTS if (project / test).is_file()]
     assert quick, "none of the quick tests exists in the updated project"
     run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *quick, cwd=project)
+
+
+def test_previous_release_without_its_tag(tmp_path: Path) -> None:
+    """A clone without tags (CI's may lack them) finds the previous release by the commit CHANGELOG.md records."""
+    template = tmp_path / "template"
+    run("git", "clone", "--quiet", "--no-tags", ROOT, template, cwd=tmp_path)
+    assert git("tag", "--list", cwd=template) == ""
+    version, recorded = previous_release()
+    assert recorded, f"CHANGELOG.md records no commit for {version}"
+    assert resolve_previous(template) == recorded
