@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from email.message import Message
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -34,8 +35,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         assert not leaked, f"tokens in the logs: {leaked}"
 
 
-def call(server: LiveServer, method: str, path: str, body: object = None, token: str | None = None,
-         ) -> tuple[int, Message, object]:
+def call(server: LiveServer, method: str, path: str, body: Any = None, token: str | None = None,
+         ) -> tuple[int, Message, Any]:
     """``(status, headers, body)`` of one JSON request."""
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
     data = json.dumps(body).encode() if body is not None else None
@@ -52,7 +53,7 @@ def call(server: LiveServer, method: str, path: str, body: object = None, token:
 def signup(server: LiveServer, username: str, password: str = TEST_PASSWORD) -> str:
     status, _, body = call(server, "POST", "/api/signup", {"username": username, "password": password})
     assert status == 201, body
-    token = str(body["token"])  # type: ignore[index]
+    token = str(body["token"])
     ISSUED.append(token)
     return token
 
@@ -60,7 +61,7 @@ def signup(server: LiveServer, username: str, password: str = TEST_PASSWORD) -> 
 def login(server: LiveServer, username: str, password: str = TEST_PASSWORD) -> str:
     status, _, body = call(server, "POST", "/api/login", {"username": username, "password": password})
     assert status == 200, body
-    token = str(body["token"])  # type: ignore[index]
+    token = str(body["token"])
     ISSUED.append(token)
     return token
 
@@ -146,7 +147,7 @@ async def test_private_rooms_are_checked_on_every_path(server: LiveServer) -> No
     for method, path, body in (("GET", "/api/rooms/vault/members", None), ("GET", "/api/rooms/vault/messages", None),
                                ("POST", "/api/rooms/vault/messages", {"text": "let me in"})):
         assert call(server, method, path, body, token=outsider)[0] == 403, path
-    assert "vault" not in [r["name"] for r in call(server, "GET", "/api/rooms", token=outsider)[2]]  # type: ignore[union-attr]
+    assert "vault" not in [r["name"] for r in call(server, "GET", "/api/rooms", token=outsider)[2]]
     assert call(server, "POST", "/api/rooms/vault/invites", {"username": "otto"}, token=guest)[0] == 403
     assert call(server, "POST", "/api/rooms/vault/invites", {"username": "ghost"}, token=owner)[0] == 404
     assert call(server, "POST", "/api/rooms/vault/invites", {"username": "GIL"}, token=owner)[2] == {
@@ -157,7 +158,7 @@ async def test_private_rooms_are_checked_on_every_path(server: LiveServer) -> No
     for client in (olive, gil):
         assert (await client.expect("message", lambda f: f["text"] == "over http"))["from"] == "gil"
     assert call(server, "GET", "/api/rooms/vault/members", token=guest)[0] == 200
-    assert "vault" in [r["name"] for r in call(server, "GET", "/api/rooms", token=guest)[2]]  # type: ignore[union-attr]
+    assert "vault" in [r["name"] for r in call(server, "GET", "/api/rooms", token=guest)[2]]
     for client in (olive, otto, gil):
         await client.close()
 

@@ -36,7 +36,7 @@ class Provider:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path == "/.well-known/openid-configuration":
-                    body = {"issuer": provider.issuer, "jwks_uri": provider.issuer + "/jwks"}
+                    body: dict[str, Any] = {"issuer": provider.issuer, "jwks_uri": provider.issuer + "/jwks"}
                 elif self.path == "/jwks":
                     provider.jwks_fetches += 1
                     body = {"keys": [provider.public_jwk(kid, key) for kid, key in provider.keys.items()]}
