@@ -110,7 +110,7 @@ def env_of(container: dict[str, Any], config: dict[str, str]) -> dict[str, Any]:
 
 def test_overlays_per_bake(rendered: Rendered) -> None:
     """One overlay per kept broker and a dev overlay; dev runs the chosen broker only."""
-    combo, _, docs = rendered
+    combo, project, docs = rendered
     layer = combo["channel_layer"]
     kept = set(BROKERS) if combo["keep_all_backends"] == "yes" else {layer} - {"inmemory"}
     assert set(docs) == kept | {"dev"}
@@ -122,6 +122,9 @@ def test_overlays_per_bake(rendered: Rendered) -> None:
         assert config["FASTAPI_WEBSOCKETS_BACKEND"] == (layer if name == "dev" else name)
         assert config["WEB_CONCURRENCY"] == ("1" if name == "dev" and layer == "inmemory" else combo["web_workers"])
         assert {doc["metadata"].get("namespace") for doc in overlay if doc["kind"] != "Namespace"} == {"chat"}
+        images = {container["image"] for doc in overlay if doc["kind"] in ("Deployment", "Job")
+                  for container in pod_spec(doc)["containers"]}
+        assert images == {f"{project.name}:{layer if name == 'dev' else name}"}  # the stack's image, its client
         hpas = [doc for doc in overlay if doc["kind"] == "HorizontalPodAutoscaler"]
         assert [doc["apiVersion"] for doc in hpas] == ([] if name == "dev" else ["autoscaling/v2"])
 
