@@ -21,6 +21,7 @@ WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
 DEPENDABOT = ROOT / ".github" / "dependabot.yml"
 PRE_COMMIT = ROOT / ".pre-commit-config.yaml"
 PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
+DEPENDABOT_COMPOSE = re.compile(r"(docker-)?compose(-\w+)?(\.[\w-]+)?\.ya?ml", re.I)
 SKIPPED_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", "test-results"}
 
 
@@ -91,7 +92,8 @@ def test_dependabot_covers_pip_docker_and_actions() -> None:
     updates = {u["package-ecosystem"]: u["directory"] for u in yaml.safe_load(DEPENDABOT.read_text())["updates"]}
     assert {"pip", "docker", "docker-compose", "github-actions"} <= set(updates)
     assert (ROOT / updates["docker"].lstrip("/") / "Dockerfile").is_file()
-    assert any((ROOT / updates["docker-compose"].lstrip("/")).glob("*.yaml"))
+    compose = (ROOT / updates["docker-compose"].lstrip("/")).iterdir()
+    assert any(DEPENDABOT_COMPOSE.search(path.name) for path in compose)  # Dependabot's own filename rule
     assert (ROOT / updates["pip"].lstrip("/") / "pyproject.toml").is_file()
 
 
