@@ -90,7 +90,7 @@ def test_pip_audit_checks_the_pinned_requirements() -> None:
 def test_dependabot_covers_pip_docker_and_actions() -> None:
     check_jsonschema("vendor.dependabot", DEPENDABOT)
     updates = {u["package-ecosystem"]: u["directory"] for u in yaml.safe_load(DEPENDABOT.read_text())["updates"]}
-    assert {"pip", "docker", "docker-compose", "github-actions"} <= set(updates)
+    assert {"pip", "docker", "docker-compose", "github-actions", "pre-commit"} <= set(updates)
     assert (ROOT / updates["docker"].lstrip("/") / "Dockerfile").is_file()
     compose = (ROOT / updates["docker-compose"].lstrip("/")).iterdir()
     assert any(DEPENDABOT_COMPOSE.search(path.name) for path in compose)  # Dependabot's own filename rule
