@@ -23,6 +23,9 @@ def on_starting(server):  # type: ignore[no-untyped-def]
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    # Imported now (the directory set first): child_exit runs in the SIGCHLD handler, and a second
+    # worker exiting during a first import there re-enters it ("partially initialized module").
+    import prometheus_client.multiprocess  # noqa: F401
 
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
