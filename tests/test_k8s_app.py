@@ -187,19 +187,22 @@ def test_manifests_run_the_app(layer: str, bake: Bake, tmp_path: Path) -> None:
                                    stderr=subprocess.STDOUT, start_new_session=True)
         try:
             url = f"http://127.0.0.1:{web_port}"
-            for _ in range(300):
-                assert process.poll() is None, (tmp_path / "web.log").read_text()[-3000:]
+            def log_tail() -> str:
+                return (tmp_path / "web.log").read_text()[-3000:]
+
+            for _ in range(600):  # the startup probe allows 2 minutes
+                assert process.poll() is None, log_tail()
                 with contextlib.suppress(OSError):
                     if get(f"{url}/healthz")[0] == 200:
                         break
                 time.sleep(0.2)
             status, body = get(f"{url}/readyz")
-            assert status == 200 and '"ok"' in body, body
+            assert status == 200 and '"ok"' in body, f"{status} {body}\n{log_tail()}"
             status, body = get(f"{url}/metrics", secret_data["chat-app"]["service-token"])
-            assert status == 200 and "chat_connections" in body
+            assert status == 200 and "chat_connections" in body, f"{status} {body[:500]}\n{log_tail()}"
             process.send_signal(signal.SIGTERM)  # the kubelet signals PID 1 (tini), which passes it to gunicorn
             code = process.wait(timeout=spec["terminationGracePeriodSeconds"] + 60)
-            assert code == 0, (tmp_path / "web.log").read_text()[-3000:]
+            assert code == 0, log_tail()
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
