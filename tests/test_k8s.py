@@ -21,7 +21,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from .conftest import ROOT, Bake
+from .conftest import ROOT, TEMPLATE, Bake
 
 LAYERS = ("inmemory", "redis", "rabbitmq", "nats", "postgresql")
 BROKERS = LAYERS[1:]
@@ -320,3 +320,36 @@ def test_checkov(bake: Bake, tmp_path: Path) -> None:
     assert failed == []
     summary = reports[0]["summary"]
     assert summary["passed"] > 500 and summary["parsing_errors"] == 0, summary
+
+
+def test_chart_values_match_the_overlays() -> None:
+    """The charts' values give the brokers the label the NetworkPolicies select, and agree with what
+    the app's settings expect of them (Service, Secret, replicas)."""
+    overlays = TEMPLATE / "deploy/k8s/overlays"
+    redis = yaml.safe_load((overlays / "redis/values.yaml").read_text())
+    for role in ("master", "replica"):
+        assert redis[role]["podLabels"] == {"chat/role": "backing-service"}
+    assert redis["auth"]["enabled"] is True and redis["architecture"] == "replication"
+    assert redis["networkPolicy"]["enabled"] is False  # ours select the pods instead
+    redis_env = (TEMPLATE / "deploy/k8s/components/redis/env.yaml").read_text()
+    assert "name: chat-redis\n" in redis_env and "@chat-redis-master:6379/" in redis_env  # release chat-redis
+
+    nats = yaml.safe_load((overlays / "nats/values.yaml").read_text())
+    assert nats["podTemplate"]["merge"]["metadata"]["labels"] == {"chat/role": "backing-service"}
+    assert nats["config"]["jetstream"]["enabled"] is True and nats["config"]["cluster"]["enabled"] is True
+    replicas = yaml.safe_load((overlays / "nats/config.yaml").read_text())["data"]["FASTAPI_WEBSOCKETS_NATS_REPLICAS"]
+    assert nats["config"]["cluster"]["replicas"] == int(replicas) == 3
+    secret = nats["container"]["env"]["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    nats_env = yaml.safe_load((TEMPLATE / "deploy/k8s/components/nats/env.yaml").read_text())
+    assert nats_env[0]["value"]["valueFrom"]["secretKeyRef"] == secret
+    assert nats["config"]["merge"]["authorization"]["user"] == "chat"
+    assert nats_env[1]["value"]["value"].startswith("nats://chat:$(NATS_PASSWORD)@chat-nats:4222")
+
+    (cluster,) = yaml.safe_load_all((overlays / "rabbitmq/rabbitmqcluster.yaml").read_text())
+    assert cluster["spec"]["replicas"] == 3
+    quorum = yaml.safe_load((overlays / "rabbitmq/config.yaml").read_text())["data"]
+    assert quorum == {"FASTAPI_WEBSOCKETS_RABBITMQ_QUORUM": "true"}
+    (db,) = yaml.safe_load_all((TEMPLATE / "deploy/k8s/components/database-cnpg/cluster.yaml").read_text())
+    # the operator names Secret chat-db-app and Service chat-db-rw after the Cluster
+    assert db["metadata"]["name"] == "chat-db" and db["spec"]["instances"] == 3
+    assert db["spec"]["bootstrap"]["initdb"] == {"database": "chat", "owner": "chat"}
