@@ -1,7 +1,8 @@
 """Error reporting with sentry-sdk, on when ``SENTRY_DSN`` is set (``SENTRY_ENVIRONMENT`` and
 ``SENTRY_RELEASE`` are read by the SDK itself).
 
-Errors and ``ERROR`` log records of the web service and the Celery worker become events. What users
+Errors and ``ERROR`` log records of the web service (and of job workers, which add their own
+integration) become events. What users
 typed stays out of them by default: no PII, no request bodies, no local variables, and breadcrumbs
 and log messages keep their text only when ``APP_SENTRY_SEND_USER_TEXT=true`` (the service never
 logs message text, but a handler's exception message might carry some).
@@ -10,6 +11,7 @@ logs message text, but a handler's exception message might carry some).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any, cast
 
 _configured = False
@@ -17,8 +19,12 @@ _configured = False
 _USER_TEXT_FIELDS = ("request", "extra", "user")
 
 
-def configure(*, celery: bool = False) -> bool:
-    """Start the SDK once per process; whether it is on."""
+def wanted() -> bool:
+    return bool(os.environ.get("SENTRY_DSN", "").strip())
+
+
+def configure(*, integrations: Sequence[Any] = ()) -> bool:
+    """Start the SDK once per process, with ``integrations`` beside the web ones; whether it is on."""
     global _configured
     dsn = os.environ.get("SENTRY_DSN", "").strip()
     if _configured or not dsn:
@@ -30,14 +36,10 @@ def configure(*, celery: bool = False) -> bool:
         from sentry_sdk.integrations.starlette import StarletteIntegration
     except ImportError as exc:
         raise RuntimeError("SENTRY_DSN is set: install the telemetry extra (pip install '.[telemetry]')") from exc
-    integrations: list[Any] = [StarletteIntegration(), FastApiIntegration(), LoggingIntegration()]
-    if celery:
-        from sentry_sdk.integrations.celery import CeleryIntegration
-
-        integrations.append(CeleryIntegration())
     keep_text = os.environ.get("APP_SENTRY_SEND_USER_TEXT", "").strip().lower() == "true"
     sentry_sdk.init(
-        dsn=dsn, integrations=integrations, send_default_pii=False, include_local_variables=False,
+        dsn=dsn, integrations=[StarletteIntegration(), FastApiIntegration(), LoggingIntegration(), *integrations],
+        send_default_pii=False, include_local_variables=False,
         max_request_body_size="never", traces_sample_rate=0.0,
         # the SDK types events as TypedDicts; these hooks treat them as the plain dicts they are
         before_send=None if keep_text else cast(Any, _without_user_text),

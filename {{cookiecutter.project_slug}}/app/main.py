@@ -12,7 +12,7 @@ from fastapi import FastAPI, WebSocket
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from . import lifecycle
+from . import error_reporting, lifecycle, telemetry
 from .accounts.accounts import Accounts
 from .accounts.api import router as accounts_router
 from .accounts.rooms import RoomAccess
@@ -31,6 +31,8 @@ STATIC = Path(__file__).parent / "static"
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
+    telemetry.configure()
+    error_reporting.configure()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,11 +56,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             lifecycle.before_shutdown.remove(close_sockets)
             await service.stop()
             await engine.dispose()
+            telemetry.shutdown()
+            error_reporting.flush()
 
     # The API's docs and schema are for developers: off in production (the Docker image's default).
     docs = settings.environment != "production"
     app = FastAPI(title="Chat", lifespan=lifespan, docs_url="/docs" if docs else None,
                   redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
+    telemetry.instrument_app(app)
     app.include_router(accounts_router)
     app.include_router(router)
     if importlib.util.find_spec(".worker", __package__):  # the Celery jobs API (use_celery=yes)

@@ -3,7 +3,7 @@
 On when ``OTEL_TRACES_EXPORTER`` names an exporter (``otlp``, ``console``) or an OTLP endpoint is
 set (``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``), and not
 ``OTEL_SDK_DISABLED=true``. Then HTTP requests (FastAPI), client WebSocket frames, layer sends and
-deliveries (``app.channels.tracing``), Celery tasks and the database are traced; the service name
+deliveries (``app.channels.tracing``), job tasks (app/worker) and the database are traced; the service name
 comes from ``OTEL_SERVICE_NAME``, the exporter's settings from its own ``OTEL_EXPORTER_OTLP_*``
 variables. Needs the ``telemetry`` extra.
 """
@@ -30,6 +30,10 @@ def wanted(environ: Mapping[str, str] | None = None) -> bool:
     if exporter:
         return exporter != "none"
     return bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+def configured() -> bool:
+    return _configured
 
 
 def configure(service_name: str = "chat") -> bool:
@@ -87,15 +91,6 @@ def instrument_engine(engine: Any) -> None:
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
     SQLAlchemyInstrumentor().instrument(engine=engine)
-
-
-def instrument_celery() -> None:
-    """Celery task spans, with the context carried from the web process that queued the task."""
-    if not _configured:
-        return
-    from opentelemetry.instrumentation.celery import CeleryInstrumentor
-
-    CeleryInstrumentor().instrument()
 
 
 def shutdown() -> None:

@@ -21,7 +21,8 @@ import msgpack
 
 from . import tracing
 from .broker import Backoff, require_positive
-from .exceptions import ChannelFull, ConfigurationError, LayerClosed
+from .exceptions import ChannelFull, LayerClosed
+from .named import NamedChannels
 from .names import is_process_local, process_of, validate_channel, validate_group
 from .primitives import BrokerPrimitives
 from .serialization import Serializer, validate_message
@@ -46,6 +47,9 @@ class BaseChannelLayer(BrokerPrimitives):
     extensions: ClassVar[list[str]] = ["groups", "flush"]
     #: The backend's inbox reader awaits ``_relieve()`` between batches (see there).
     inbox_backpressure: ClassVar[bool] = False
+    #: A named-channel read (``_receive``) can be cancelled without losing or reordering a message
+    #: (see named.py): a receive that leaves then stops the read at once.
+    named_reads_cancel_safe: ClassVar[bool] = False
     #: Maps the seed's environment variables (``FASTAPI_WEBSOCKETS_<NAME>_*``) to config keys.
     env_model: ClassVar[type[Any] | None] = None
 
@@ -77,8 +81,8 @@ class BaseChannelLayer(BrokerPrimitives):
         self.process_id = secrets.token_hex(8)
         self._local: dict[str, asyncio.Queue[_Entry]] = {}
         self._local_groups: dict[str, dict[str, float]] = {}  # group -> {channel: expires_at}
-        self._named_buffers: dict[str, asyncio.Queue[tuple[float, dict[str, Any]]]] = {}
-        self._named_fetchers: dict[str, asyncio.Task[None]] = {}
+        self._named_receives = NamedChannels(self._receive, self._settle, self.serializer.loads, self._check_open,
+                                             self._count_drop, cancel_safe=self.named_reads_cancel_safe)
         self._inbox_task: asyncio.Task[None] | None = None
         self._refresh_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -117,7 +121,7 @@ class BaseChannelLayer(BrokerPrimitives):
         if queue is None or self._inbox_task is None:  # the hot path is a channel of this process
             validate_channel(channel)
             if not is_process_local(channel):
-                return self._received(await self._receive_named_buffered(channel))
+                return self._received(await self._named_receives.receive(channel))
             if process_of(channel) != self.process_id:
                 raise ValueError(f"channel {channel!r} belongs to another process; receive it there")
             self._ensure_tasks()
@@ -202,7 +206,7 @@ class BaseChannelLayer(BrokerPrimitives):
         for queue in self._local.values():
             while not queue.empty():
                 queue.get_nowait()
-        self._named_buffers.clear()
+        self._named_receives.clear()
         await self._flush()
 
     async def close(self) -> None:
@@ -213,7 +217,7 @@ class BaseChannelLayer(BrokerPrimitives):
         for queue in self._local.values():  # wake receive() calls waiting on local channels
             if queue.empty():
                 queue.put_nowait(_CLOSED)
-        await cancel_and_wait([self._inbox_task, self._refresh_task, *self._named_fetchers.values()])
+        await cancel_and_wait([self._inbox_task, self._refresh_task, *self._named_receives.tasks()])
         await self._close()
 
     @property
@@ -376,36 +380,5 @@ class BaseChannelLayer(BrokerPrimitives):
         """How often process leases on groups are renewed; leases last three intervals."""
         return min(self.group_expiry / 3, 10.0)
 
-    # ------------------------------------------------------------------ named channels
-
-    async def _receive_named_buffered(self, channel: str) -> dict[str, Any]:
-        """One fetch task per channel feeds a buffer; a cancelled receiver leaves the message there."""
-        buffer = self._named_buffers.get(channel)
-        if buffer is None:
-            buffer = self._named_buffers[channel] = asyncio.Queue()
-        while True:
-            while not buffer.empty():
-                expires_at, message = buffer.get_nowait()
-                if expires_at >= time.time():
-                    return message
-            fetcher = self._named_fetchers.get(channel)
-            if fetcher is None or fetcher.done():
-                fetcher = self._named_fetchers[channel] = asyncio.get_running_loop().create_task(
-                    self._fetch_named(channel, buffer)
-                )
-            await asyncio.wait({fetcher})
-            self._check_open()
-            if not fetcher.cancelled() and fetcher.exception() is not None:
-                raise fetcher.exception()  # type: ignore[misc]  # a configuration error, not a blip
-
-    async def _fetch_named(self, channel: str, buffer: asyncio.Queue[tuple[float, dict[str, Any]]]) -> None:
-        try:
-            data = await self._receive(channel)
-        except (asyncio.CancelledError, ConfigurationError):
-            raise
-        except Exception as exc:
-            logger.warning("receive on %r failed (%s); retrying", channel, exc)
-            await asyncio.sleep(0.5)
-            return
-        if data is not None:
-            buffer.put_nowait(self.serializer.loads(data))
+    def _count_drop(self) -> None:
+        self.dropped += 1

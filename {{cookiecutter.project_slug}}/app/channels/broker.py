@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from pydantic_settings import BaseSettings
 
 from .exceptions import BrokerUnavailable, ConfigurationError
+
+_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
 class BrokerEnv(BaseSettings):
@@ -41,7 +44,9 @@ def require_positive(**values: float | int | None) -> None:
 
 
 def redact_url(url: str) -> str:
-    """``url`` without its password, for logs and error messages."""
+    """``url`` (or a libpq ``key=value`` DSN) without its password, for logs and error messages."""
+    if "://" not in url:
+        return _KEYWORD_PASSWORD.sub(r"\1***", url)
     try:
         parts = urlsplit(url)
         password, port = parts.password, parts.port

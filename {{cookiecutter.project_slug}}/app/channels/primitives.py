@@ -34,6 +34,10 @@ class BrokerPrimitives(ABC):
     async def _group_leave(self, group: str) -> None:
         """Stop receiving ``group``'s messages (its last local member left)."""
 
+    async def _settle(self) -> None:  # noqa: B027 - optional hook
+        """Wait until reads whose receive left have put back what they took (brokers whose reads
+        complete after a cancel), so the next read of a channel still finds its oldest message first."""
+
     async def _group_refresh(self, groups: list[str]) -> None:  # noqa: B027 - optional hook
         """Renew this process's membership lease of ``groups`` (brokers without leases skip it)."""
 

@@ -48,8 +48,16 @@ def make_celery() -> Celery:
             "room-stats": {"task": "app.worker.tasks.post_room_stats", "schedule": jobs.stats_interval_seconds,
                            "options": {"queue": jobs.queue, "expires": jobs.stats_interval_seconds}},
         }
-    telemetry.instrument_celery()  # the web process: tasks it queues carry its trace (no-op untraced)
+    instrument_tasks()  # the web process: tasks it queues carry its trace (no-op untraced)
     return app
+
+
+def instrument_tasks() -> None:
+    """Task spans, with the context carried from the process that queued the task (when tracing)."""
+    if telemetry.configured():
+        from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
+        CeleryInstrumentor().instrument()
 
 
 celery = make_celery()
@@ -63,9 +71,12 @@ def _logging(**_: Any) -> None:
 
 @worker_process_init.connect
 def _open_layer(**_: Any) -> None:
-    error_reporting.configure(celery=True)
+    if error_reporting.wanted():
+        from sentry_sdk.integrations.celery import CeleryIntegration
+
+        error_reporting.configure(integrations=[CeleryIntegration()])
     if telemetry.configure(service_name="chat-worker"):  # per forked process: span exporters own a thread
-        telemetry.instrument_celery()
+        instrument_tasks()
     start_bridge(get_job_settings().layer_timeout_seconds)
 
 

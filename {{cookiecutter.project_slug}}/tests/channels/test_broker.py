@@ -16,6 +16,8 @@ from app.channels.broker import Backoff, BrokerEnv, broker_errors, redact_url, r
         ("postgresql://postgres@127.0.0.1:5432/test", "postgresql://postgres@127.0.0.1:5432/test"),
         ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
         ("redis://:s3cret@[::1", "<unparsable address>"),
+        ("host=db user=chat password=s3cret dbname=chat", "host=db user=chat password=*** dbname=chat"),
+        ("host=db password='s3cret with spaces' port=5432", "host=db password=*** port=5432"),
     ],
 )
 def test_redact_url_hides_only_the_password(url: str, shown: str) -> None:

@@ -337,3 +337,21 @@ async def test_expiry_holds_for_messages_already_in_the_process(make_layer: Laye
     await assert_nothing(receiver, local)
     await sender.send(local, {"n": 3})
     assert (await receive(receiver, local))["n"] == 3
+
+
+# backends whose named reads stop the moment their receive leaves (the others run out receive_timeout)
+CANCEL_SAFE = [name for name in distributed_backends() if import_backend(name).named_reads_cancel_safe]
+
+
+@pytest.mark.parametrize("backend", CANCEL_SAFE)
+async def test_a_named_message_goes_to_the_process_that_waits(make_layer: LayerFactory) -> None:
+    """A process whose receive gave up holds nothing back: the next message reaches the one waiting."""
+    left, waiting = make_layer(), make_layer()
+    await assert_nothing(left, "test.contended", wait=0.5)  # A's receive times out (is cancelled)
+    receiver = asyncio.create_task(waiting.receive("test.contended"))
+    await asyncio.sleep(0.3)
+    for n in range(3):
+        await left.send("test.contended", {"n": n})
+        assert (await asyncio.wait_for(asyncio.shield(receiver), TIMEOUT))["n"] == n
+        receiver = asyncio.create_task(waiting.receive("test.contended"))
+    receiver.cancel()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,7 +112,23 @@ def start_nats_cluster(hosts: Sequence[Host], root: Path) -> list[str]:
                  log=directory / "server.log")
     for host in hosts:
         wait_listening(hosts[0], host.address, NATS_PORT)
-    return [f"{host.address}:{NATS_PORT}" for host in hosts]
+    servers = [f"{host.address}:{NATS_PORT}" for host in hosts]
+    # a fresh cluster answers JetStream requests only once it has elected its meta leader
+    probe = ("import asyncio, nats, sys\n"
+             "async def main():\n"
+             f"    nc = await nats.connect(servers=sys.argv[1:], user='chat', password='{PASSWORD}')\n"
+             "    await nc.jetstream().account_info()\n"
+             "    await nc.close()\n"
+             "asyncio.run(main())\n")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            hosts[0].check([sys.executable, "-c", probe, *(f"nats://{s}" for s in servers)], timeout=20)
+            return servers
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the NATS cluster's JetStream did not answer within 60 s") from None
+            time.sleep(0.5)
 
 
 def start_rabbitmq(host: Host, root: Path) -> str:

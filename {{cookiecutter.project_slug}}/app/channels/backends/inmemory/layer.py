@@ -24,6 +24,7 @@ class InMemoryEnv(BaseSettings):
 class InMemoryChannelLayer(BaseChannelLayer):
     """Every channel is a queue in this process; nothing crosses processes."""
 
+    named_reads_cancel_safe = True  # a cancelled queue get takes nothing
     env_model = InMemoryEnv
 
     def __init__(self, **config: Any) -> None:

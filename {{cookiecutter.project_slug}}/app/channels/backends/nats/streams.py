@@ -57,7 +57,7 @@ class Streams:
         """Create one stream. A concurrent creation by another layer answers 10058 or 10065 although the
         configurations agree; only a difference in the fields this layer sets is a ConfigurationError."""
         errors, js_errors = self.conn.lib.errors, self.conn.lib.js_errors
-        refusal = ""
+        refusal, unanswered = "", None
         for attempt in range(5):
             try:
                 await js.add_stream(config)
@@ -68,7 +68,10 @@ class Streams:
                     raise ConfigurationError(f"NATS refused stream {config.name!r}: {exc.description}") from exc
                 refusal = exc.description
             except (errors.TimeoutError, errors.NoRespondersError, js_errors.ServiceUnavailableError) as exc:
-                raise BrokerUnavailable(f"NATS JetStream did not answer creating {config.name!r}: {exc!r}") from exc
+                # a replicated stream's raft group forming on a busy cluster can outlast one request: ask again
+                unanswered = exc
+                await asyncio.sleep(0.5 * (attempt + 1))
+                continue
             try:
                 existing: Any = (await js.stream_info(str(config.name))).config
             except js_errors.NotFoundError:
@@ -82,6 +85,8 @@ class Streams:
                     " or delete the stream (nats stream rm) so it is recreated."
                 )
             await asyncio.sleep(0.05 * (attempt + 1))
+        if not refusal:
+            raise BrokerUnavailable(f"NATS JetStream did not answer creating {config.name!r}: {unanswered!r}")
         raise ConfigurationError(f"NATS refused stream {config.name!r}: {refusal}")
 
     async def exists(self, name: str) -> str | None:

@@ -80,6 +80,7 @@ with warnings.catch_warnings():
 class PostgreSQLChannelLayer(BaseChannelLayer):
     """Channels over PostgreSQL tables, woken by LISTEN/NOTIFY."""
 
+    named_reads_cancel_safe = True  # a cancelled pop puts what it took back at the head (_settle waits)
     env_model = PostgreSQLEnv
     inbox_backpressure = True
 
@@ -248,6 +249,10 @@ class PostgreSQLChannelLayer(BaseChannelLayer):
     async def _watch(self, name: str) -> asyncio.Event:
         self._check_open()
         return await self._listener.watch(name)
+
+    async def _settle(self) -> None:
+        while self._leftovers:  # a pop that ends schedules its give-back: wait for that too
+            await asyncio.wait(set(self._leftovers))
 
     async def _receive(self, channel: str) -> bytes | None:
         name = self._notify_name("c", channel)

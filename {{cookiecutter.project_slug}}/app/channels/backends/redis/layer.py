@@ -84,6 +84,7 @@ class RedisEnv(BrokerEnv):
 class RedisChannelLayer(BaseChannelLayer):
     """Channels on Redis: standalone (``url``), sharded (``hosts``), Sentinel or Cluster."""
 
+    named_reads_cancel_safe = True  # a cancelled pop puts what it took back at the head (_settle waits)
     env_model = RedisEnv
     inbox_backpressure = True
 
@@ -195,6 +196,10 @@ class RedisChannelLayer(BaseChannelLayer):
         pushed = await self._pipeline.call((SEND, [key], [self._stamp() + payload, capacity, self._ttl_ms, now]))
         if not pushed:
             raise ChannelFull(f"channel {channel!r} is full ({capacity} messages)")
+
+    async def _settle(self) -> None:
+        while self._leftovers:  # a pop that ends schedules its give-back: wait for that too
+            await asyncio.wait(set(self._leftovers))
 
     async def _receive(self, channel: str) -> bytes | None:
         """A blocking pop, never cancelled once sent: a receive that leaves before it ends lets it
