@@ -135,11 +135,12 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
             return
         self._timers[0].cancel()  # the auth timeout
         self.identity, self.user = identity, identity.user
+        self.service.connections.add(self)
+        # counted before the next await, so two handshakes of one user on this worker cannot both pass the check
+        await self.service.presence.connected(identity.user, +1)
         await self.group_add(user_group(identity.user))
         if identity.session is not None:
             await self.group_add(session_group(identity.session))
-        self.service.connections.add(self)
-        await self.service.presence.connected(identity.user, +1)
         CONNECTIONS.inc()
         self._idle_task = asyncio.create_task(self._drop_when_idle())
         self._timers.append(asyncio.create_task(self._close_later(
