@@ -18,8 +18,11 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from app.accounts.tokens import decode_token, issue_token
+from app.settings import Settings
+
 from ..chat.client import ChatClient, clients_on_distinct_workers
-from ..live_server import TEST_PASSWORD, LiveServer, live_server, service_env
+from ..live_server import TEST_PASSWORD, TEST_SECRET, LiveServer, live_server, service_env
 
 ISSUED: list[str] = []
 
@@ -112,6 +115,16 @@ async def test_logout_closes_the_sessions_sockets_on_every_worker_and_no_other(s
     await kept.send(type="ping")  # the user's other session goes on
     await kept.expect("pong")
     await kept.close()
+
+
+async def test_a_socket_closes_with_4003_when_its_token_expires(server: LiveServer) -> None:
+    settings = Settings(secret_key=TEST_SECRET)
+    session = decode_token(settings, signup(server, "eve"))["sid"]
+    client = await ChatClient.connect(server.ws_url, issue_token(settings, "eve", session, ttl=2))
+    with pytest.raises(ConnectionClosed) as closed:
+        await client.expect("never", timeout=15)
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4003, "token expired")
 
 
 async def test_a_direct_message_reaches_only_the_right_users_sockets(server: LiveServer) -> None:
