@@ -10,9 +10,11 @@ import contextlib
 import random
 import re
 from collections.abc import Iterator
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic_settings import BaseSettings
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, NoDecode
 
 from .exceptions import BrokerUnavailable, ConfigurationError
 
@@ -34,6 +36,16 @@ class BrokerEnv(BaseSettings):
     group_expiry: float | None = None
     receive_timeout: float | None = None
     max_message_size: int | None = None
+    #: Comma-separated; the first key encrypts, every key decrypts (rotate by putting the new one first).
+    symmetric_encryption_keys: Annotated[list[str], NoDecode] | None = None
+
+    @field_validator("symmetric_encryption_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            keys = [key.strip() for key in value.split(",") if key.strip()]
+            return keys or None
+        return value
 
 
 def require_positive(**values: float | int | None) -> None:

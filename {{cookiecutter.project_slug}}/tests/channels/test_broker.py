@@ -65,3 +65,10 @@ def test_broker_env_reads_common_fields_alike(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("X_RECEIVE_TIMEOUT", "2.5")
     env = BrokerEnv(_env_prefix="X_")  # type: ignore[call-arg]
     assert env.model_dump(exclude_none=True) == {"capacity": 7, "channel_expiry": 30.0, "receive_timeout": 2.5}
+
+
+def test_encryption_keys_come_comma_separated_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("X_SYMMETRIC_ENCRYPTION_KEYS", "new-key, old-key")
+    assert BrokerEnv(_env_prefix="X_").symmetric_encryption_keys == ["new-key", "old-key"]  # type: ignore[call-arg]
+    monkeypatch.setenv("X_SYMMETRIC_ENCRYPTION_KEYS", "")
+    assert BrokerEnv(_env_prefix="X_").symmetric_encryption_keys is None  # type: ignore[call-arg]

@@ -77,3 +77,15 @@ def test_missing_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setitem(sys.modules, "redis", None)
     with pytest.raises(BackendNotInstalled, match=r"pip install '\.\[redis\]'"):
         import_client("redis", "redis")
+
+
+async def test_encryption_keys_from_the_environment_encrypt_the_wire(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTAPI_WEBSOCKETS_BACKEND", "inmemory")
+    monkeypatch.setenv("FASTAPI_WEBSOCKETS_INMEMORY_SYMMETRIC_ENCRYPTION_KEYS", "current-key,previous-key")
+    assert config_from_env()["CONFIG"]["symmetric_encryption_keys"] == ["current-key", "previous-key"]
+    layer = get_channel_layer_from_env()
+    wire = layer.serializer.dumps({"type": "m", "text": "plain words"}, 60)
+    assert b"plain words" not in wire
+    await layer.send("test.encrypted", {"type": "m", "text": "plain words"})
+    assert (await layer.receive("test.encrypted"))["text"] == "plain words"
+    await layer.close()

@@ -21,8 +21,10 @@ SHARED = {"app", "proxy", "worker", "beat", "database"}
 #: Oldest patched release per line of Redis for CVE-2025-49844 (Lua use-after-free).
 REDIS_PATCHED = {(7, 4): (7, 4, 6), (8, 0): (8, 0, 4), (8, 2): (8, 2, 2)}
 #: The secrets a stack may need; the hook gives each a random value in .env.
-SECRETS = ("APP_SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "RABBITMQ_PASSWORD", "NATS_PASSWORD")
+SECRETS = ("APP_SECRET_KEY", "CHANNEL_ENCRYPTION_KEYS", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "RABBITMQ_PASSWORD",
+           "NATS_PASSWORD")
 ENV = {name: f"{name.lower().replace('_', '-')}-value-{'x' * 32}" for name in SECRETS}
+REQUIRED_KEYS = ENV["CHANNEL_ENCRYPTION_KEYS"]
 
 
 def stack(path: Path, **env: str) -> dict[str, Any]:
@@ -184,3 +186,14 @@ def test_proxy_config() -> None:
     log_format = re.search(r"log_format chat (.*?);", conf, re.S)
     assert log_format and not re.search(r"\$(request|request_uri|args|query_string|arg_\w+)\b", log_format.group(1))
     assert re.findall(r"access_log (\S+)", conf) == ["/dev/stdout"] and "access_log /dev/stdout chat;" in conf
+
+
+@pytest.mark.parametrize("path", STACKS, ids=lambda p: p.stem)
+def test_the_layer_encrypts_what_crosses_the_broker(path: Path) -> None:
+    """Every service that talks to the layer gets the required encryption keys from .env."""
+    backend = path.stem
+    for name, service in stack(path)["services"].items():
+        environment = service.get("environment") or {}
+        if environment.get("FASTAPI_WEBSOCKETS_BACKEND"):
+            keys = environment.get(f"FASTAPI_WEBSOCKETS_{backend.upper()}_SYMMETRIC_ENCRYPTION_KEYS")
+            assert keys == REQUIRED_KEYS, (name, keys)

@@ -7,18 +7,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pydantic_settings import BaseSettings
-
 from ...base import BaseChannelLayer
+from ...broker import BrokerEnv
 from ...exceptions import ChannelFull
 
 
-class InMemoryEnv(BaseSettings):
-    """``FASTAPI_WEBSOCKETS_INMEMORY_*``"""
-
-    capacity: int | None = None
-    expiry: float | None = None
-    group_expiry: float | None = None
+class InMemoryEnv(BrokerEnv):
+    """``FASTAPI_WEBSOCKETS_INMEMORY_*``: the fields every backend reads."""
 
 
 class InMemoryChannelLayer(BaseChannelLayer):
