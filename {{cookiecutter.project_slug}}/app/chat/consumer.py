@@ -268,16 +268,8 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
             await self.service.presence.join(room, self.user or "")
         feed = self.feeds[room]
         feed.recovering()
-        store = self.service.store
-        recovered: bool | None = None
-        if frame.since is None:
-            stored = await store.latest(ROOM, room, self.settings.history_size)
-        else:
-            stored, recovered = await store.since(ROOM, room, frame.since, self.settings.recovery_limit)
-        if stored:
-            last = stored[-1].seq
-        else:
-            last = frame.since if recovered and frame.since is not None else await store.last_seq(ROOM, room)
+        stored, last, recovered = await self.service.store.recover(
+            ROOM, room, frame.since, self.settings.history_size, self.settings.recovery_limit)
         history = [message_frame(room_message(m)) for m in stored]
         await self.send_json(joined_frame(room, sorted(self.service.presence.members(room)), history, last, recovered))
         for message in feed.start(last):  # live ones that came during the read, after it
@@ -319,11 +311,10 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
 
     async def on_sync(self, frame: Sync) -> None:
         """Direct messages after ``dm_since`` (kept while the user had no socket), then live ones in order."""
-        user, store = self.user or "", self.service.store
         self.direct_feed.recovering()
-        stored, recovered = await store.since(DIRECT, user, frame.dm_since, self.settings.recovery_limit)
-        last = stored[-1].seq if stored else frame.dm_since if recovered else await store.last_seq(DIRECT, user)
-        await self.send_json(directs_frame([direct_frame(direct_message(m)) for m in stored], recovered, last))
+        stored, last, recovered = await self.service.store.recover(
+            DIRECT, self.user or "", frame.dm_since, 0, self.settings.recovery_limit)
+        await self.send_json(directs_frame([direct_frame(direct_message(m)) for m in stored], bool(recovered), last))
         for message in self.direct_feed.start(last):
             await self.send_json(direct_frame(message))
 

@@ -181,6 +181,20 @@ class MessageStore:
             return await self.latest(kind, stream, limit), False
         return [Stored.from_row(row) for row in rows], True
 
+    async def recover(self, kind: str, stream: str, since: int | None, latest: int,
+                      limit: int) -> tuple[list[Stored], int, bool | None]:
+        """What a (re)joining socket is sent: the latest ``latest`` messages (``since`` None) or those after
+        ``since``; the seq live messages follow; whether the recovery was complete (None: none asked)."""
+        recovered: bool | None = None
+        if since is None:
+            stored = await self.latest(kind, stream, latest)
+        else:
+            stored, recovered = await self.since(kind, stream, since, limit)
+        if stored:
+            return stored, stored[-1].seq, recovered
+        last = since if recovered and since is not None else await self.last_seq(kind, stream)
+        return stored, last, recovered
+
     async def last_seq(self, kind: str, stream: str) -> int:
         async with self.engine.connect() as connection:
             return await self._last_seq(connection, kind, stream)

@@ -83,3 +83,15 @@ async def test_before_pages_back_and_prune_keeps_counting(stores: tuple[MessageS
     _, complete = await a.since(ROOM, "lobby", 3, limit=10)  # pruned away: not recoverable
     assert not complete
     assert (await a.add(ROOM, "lobby", "alice", "after")).seq == 8
+
+
+async def test_recover_says_where_live_messages_follow(stores: tuple[MessageStore, MessageStore]) -> None:
+    a, _ = stores
+    assert await a.recover(ROOM, "lobby", None, 5, 10) == ([], 0, None)  # an empty room: live from seq 1
+    for i in range(4):
+        await a.add(ROOM, "lobby", "alice", f"m{i}")
+    latest, last, recovered = await a.recover(ROOM, "lobby", None, 2, 10)
+    assert ([m.seq for m in latest], last, recovered) == ([3, 4], 4, None)
+    assert await a.recover(ROOM, "lobby", 4, 2, 10) == ([], 4, True)  # up to date
+    _, last, recovered = await a.recover(ROOM, "lobby", 9, 2, 10)  # ahead of the store: start over
+    assert (last, recovered) == (4, False)
