@@ -58,8 +58,10 @@ async def test_no_or_a_bad_auth_frame_is_refused_with_1008(server: LiveServer, f
 
 
 async def test_a_token_in_the_url_is_refused(server: LiveServer) -> None:
-    code, reason = await closed_with(server, None, f"?token={server.login('urluser')}")
+    token = server.login("urluser")
+    code, reason = await closed_with(server, None, f"?token={token}")
     assert code == 1008 and "not accepted" in reason
+    assert "/ws?token=[redacted]" in server.logs() and token.split(".")[2] not in server.logs()
 
 
 async def test_expired_foreign_and_unknown_session_tokens_are_refused(server: LiveServer) -> None:
