@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from dotenv import dotenv_values
 
 from .compose_model import MissingVariable, load_stack, parse
@@ -16,12 +17,14 @@ from .compose_model import MissingVariable, load_stack, parse
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "compose" / "base.yaml"
 STACKS = sorted(path for path in (ROOT / "compose").glob("*.yaml") if path != BASE)
-PINNED_IMAGE = re.compile(r"[\w./-]+:\d+\.\d+(\.\d+)?(-[\w.]+)?")
-SHARED = {"app", "proxy", "worker", "beat", "database"}
+PINNED_IMAGE = re.compile(r"[\w./-]+:v?\d+\.\d+(\.\d+)?(-[\w.]+)?")
+SHARED = {"app", "proxy", "worker", "beat", "database", "prometheus", "grafana"}
+#: Under `--profile observability` only.
+OBSERVABILITY = {"prometheus", "grafana"}
 #: Oldest patched release per line of Redis for CVE-2025-49844 (Lua use-after-free).
 REDIS_PATCHED = {(7, 4): (7, 4, 6), (8, 0): (8, 0, 4), (8, 2): (8, 2, 2)}
 #: The secrets a stack may need; the hook gives each a random value in .env.
-SECRETS = ("APP_SECRET_KEY", "CHANNEL_ENCRYPTION_KEYS", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "RABBITMQ_PASSWORD",
+SECRETS = ("APP_SECRET_KEY", "APP_SERVICE_TOKEN", "GRAFANA_ADMIN_PASSWORD", "CHANNEL_ENCRYPTION_KEYS", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "RABBITMQ_PASSWORD",
            "NATS_PASSWORD")
 ENV = {name: f"{name.lower().replace('_', '-')}-value-{'x' * 32}" for name in SECRETS}
 REQUIRED_KEYS = ENV["CHANNEL_ENCRYPTION_KEYS"]
@@ -71,19 +74,23 @@ def test_stack_topology(path: Path) -> None:
             assert source.startswith(".") or source in model.get("volumes", {}), (name, volume)
         if "image" in service and "build" not in service:
             assert PINNED_IMAGE.fullmatch(service["image"]), service["image"]
-        if name != "proxy":
+        if name == "grafana":
+            assert service["ports"] == ["127.0.0.1:3000:3000"], "Grafana on the loopback only"
+        elif name != "proxy":
             assert "ports" not in service, f"only the proxy publishes a port, not {name}"
     assert networks["internal"] == {"internal": True}
     app, proxy = services["app"], services["proxy"]
-    assert set(proxy["networks"]) == {"edge"} and proxy["ports"] == ["8000:80"]
+    assert set(proxy["networks"]) == {"edge"} and proxy["ports"] == ["80:80", "443:443"]
     assert proxy["depends_on"]["app"]["condition"] == "service_healthy"
-    assert proxy["volumes"] == ["./nginx.conf:/etc/nginx/conf.d/default.conf:ro"]
+    assert proxy["volumes"] == ["./nginx.conf:/etc/nginx/conf.d/default.conf:ro", "./certs:/etc/nginx/certs:ro",
+                                "./acme:/var/www/acme:ro"]
     assert set(app["networks"]) == {"edge", "internal"}
     assert app["healthcheck"]["test"][0] == "CMD"
     assert (ROOT / app["build"]["args"]["REQUIREMENTS"]).exists() or not any((ROOT / "requirements").glob("*.txt"))
     assert app["environment"]["APP_ENVIRONMENT"] == "production"
     assert app["environment"]["APP_SECRET_KEY"] == ENV["APP_SECRET_KEY"]
     backends = {name for name in services if name not in SHARED}
+    assert app["environment"]["APP_SERVICE_TOKEN"] == ENV["APP_SERVICE_TOKEN"]
     for name in backends | ({"database"} & set(services)):
         assert set(services[name]["networks"]) == {"internal"}, f"{name} must not leave the internal network"
         assert services[name]["healthcheck"]["test"][0] == "CMD"
@@ -197,3 +204,34 @@ def test_the_layer_encrypts_what_crosses_the_broker(path: Path) -> None:
         if environment.get("FASTAPI_WEBSOCKETS_BACKEND"):
             keys = environment.get(f"FASTAPI_WEBSOCKETS_{backend.upper()}_SYMMETRIC_ENCRYPTION_KEYS")
             assert keys == REQUIRED_KEYS, (name, keys)
+
+
+@pytest.mark.parametrize("path", STACKS, ids=lambda p: p.stem)
+def test_observability_profile(path: Path) -> None:
+    """Prometheus and Grafana start only with `--profile observability`, reach the app, mount their files."""
+    model = stack(path)
+    services = model["services"]
+    for name in OBSERVABILITY:
+        assert services[name]["profiles"] == ["observability"], name
+    assert not any("profiles" in service for name, service in services.items() if name not in OBSERVABILITY)
+    prometheus, grafana = services["prometheus"], services["grafana"]
+    assert set(prometheus["networks"]) == {"internal"} and "internal" in services["app"]["networks"]
+    assert set(grafana["networks"]) == {"edge", "internal"}
+    scrape = yaml.safe_load((ROOT / "compose" / "observability" / "prometheus.yml").read_text())
+    (job,) = scrape["scrape_configs"]
+    assert job["dns_sd_configs"][0]["names"] == ["app"] and job["dns_sd_configs"][0]["port"] == 8000
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in prometheus["volumes"] + grafana["volumes"]}
+    assert mounts == {"/etc/prometheus/prometheus.yml": "./observability/prometheus.yml",
+                      "/etc/grafana/provisioning": "./observability/grafana/provisioning",
+                      "/var/lib/grafana/dashboards": "./observability/grafana/dashboards"}
+    for source in mounts.values():
+        assert (ROOT / "compose" / source).exists(), source
+    provider = yaml.safe_load((ROOT / "compose/observability/grafana/provisioning/dashboards/chat.yaml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    token_file = job["authorization"]["credentials_file"]
+    assert prometheus["secrets"] == [token_file.removeprefix("/run/secrets/")]
+    assert model["secrets"] == {"service_token": {"environment": "APP_SERVICE_TOKEN"}}
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == ENV["GRAFANA_ADMIN_PASSWORD"]
+    for name in ("APP_SERVICE_TOKEN", "GRAFANA_ADMIN_PASSWORD"):
+        with pytest.raises(MissingVariable, match=name):
+            stack(path, **{name: ""})
