@@ -11,6 +11,7 @@ from ..accounts.api import AccessDep, CurrentUser, UserOrService
 from ..accounts.rooms import Forbidden
 from ..messages.store import ROOM
 from ..metrics import render
+from .asyncapi import document as asyncapi_document
 from .protocol import ClientId, RoomName, Text, UserName, message_frame
 from .service import ChatService, room_message
 
@@ -106,6 +107,12 @@ async def room_messages(room: RoomName, service: Service, identity: CurrentUser,
 async def notify_user(username: UserName, body: PostText, service: Service, identity: CurrentUser) -> Accepted:
     message, _ = await service.notify_user(username, identity.user, body.text, body.client_id)
     return Accepted(id=message["id"], seq=message["seq"])
+
+
+@router.get("/asyncapi.json", tags=["ops"])
+async def asyncapi() -> dict[str, Any]:
+    """The WebSocket protocol as an AsyncAPI 3.0 document (generated from the frame models)."""
+    return asyncapi_document()
 
 
 @router.get("/healthz", tags=["ops"])

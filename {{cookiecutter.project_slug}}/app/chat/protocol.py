@@ -1,7 +1,8 @@
 """The WebSocket protocol: client frames are JSON objects validated by ``type``.
 
-Server frames are plain dicts built by the ``*_frame`` helpers at the end, so each
-frame's shape is written down once (the README documents both directions).
+Server frames are plain dicts built by the ``*_frame`` helpers at the end, typed by the TypedDicts
+of frames.py, so each frame's shape is written down once; the AsyncAPI document and the README's
+tables are generated from these models and those (asyncapi.py).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+
+from . import frames
 
 if TYPE_CHECKING:
     from .presence import PresenceChange
@@ -26,7 +29,16 @@ class _Frame(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Auth(_Frame):
+    """The first frame, with a token from ``POST /api/login``: answered by ``welcome`` (else close 1008)."""
+
+    type: Literal["auth"]
+    token: str
+
+
 class Join(_Frame):
+    """Join a room (names: 1 to 32 of ``A-Z a-z 0-9 _ . -``); with ``since``, recover every later message."""
+
     type: Literal["join"]
     room: RoomName
     #: The last seq the client has of this room: ``joined`` recovers every later one.
@@ -34,11 +46,15 @@ class Join(_Frame):
 
 
 class Leave(_Frame):
+    """Leave a room."""
+
     type: Literal["leave"]
     room: RoomName
 
 
 class Say(_Frame):
+    """Say something (up to 4,000 characters); with ``client_id``, acknowledged and idempotent."""
+
     type: Literal["message"]
     room: RoomName
     text: Text
@@ -46,12 +62,16 @@ class Say(_Frame):
 
 
 class Typing(_Frame):
+    """A typing indicator (ephemeral)."""
+
     type: Literal["typing"]
     room: RoomName
     typing: bool = True
 
 
 class Direct(_Frame):
+    """A direct message to every socket of ``to`` (kept while they are offline)."""
+
     type: Literal["direct"]
     to: UserName
     text: Text
@@ -66,15 +86,21 @@ class Sync(_Frame):
 
 
 class ListRooms(_Frame):
+    """The room list with member counts."""
+
     type: Literal["rooms"]
 
 
 class Who(_Frame):
+    """The members of a room."""
+
     type: Literal["who"]
     room: RoomName
 
 
 class Ping(_Frame):
+    """Keep-alive: answered by ``pong``."""
+
     type: Literal["ping"]
 
 
@@ -120,80 +146,89 @@ def session_group(session: str) -> str:
     return f"session.{session}"
 
 
-def welcome_frame(user: str, role: str, session: str | None, worker: str, history_size: int) -> dict[str, Any]:
+def welcome_frame(user: str, role: str, session: str | None, worker: str, history_size: int) -> frames.WelcomeFrame:
     return {"type": "welcome", "user": user, "role": role, "session": session, "worker": worker,
             "history_size": history_size}
 
 
-def error_frame(code: str, detail: str, client_id: str | None = None) -> dict[str, Any]:
+def error_frame(code: str, detail: str, client_id: str | None = None) -> frames.ErrorFrame:
     """``client_id`` names the refused send, so the client can mark it failed."""
-    frame = {"type": "error", "code": code, "detail": detail}
-    return frame if client_id is None else {**frame, "client_id": client_id}
+    frame: frames.ErrorFrame = {"type": "error", "code": code, "detail": detail}
+    if client_id is not None:
+        frame["client_id"] = client_id
+    return frame
 
 
-def message_frame(message: dict[str, Any]) -> dict[str, Any]:
+def message_frame(message: dict[str, Any]) -> frames.MessageFrame:
     return {"type": "message", "id": message["id"], "seq": message["seq"], "room": message["room"],
             "from": message["from"], "text": message["text"], "ts": message["ts"], "client_id": message["client_id"]}
 
 
-def ack_frame(message: dict[str, Any]) -> dict[str, Any]:
+def ack_frame(message: dict[str, Any]) -> frames.AckFrame:
     """A send is stored: ``room`` for a room message, ``to`` for a direct one (``seq`` is the recipient's)."""
-    where = {"room": message["room"]} if "room" in message else {"to": message["to"]}
-    return {"type": "ack", "client_id": message["client_id"], "id": message["id"], "seq": message["seq"], **where}
+    frame: frames.AckFrame = {"type": "ack", "client_id": message["client_id"], "id": message["id"],
+                              "seq": message["seq"]}
+    if "room" in message:
+        frame["room"] = message["room"]
+    else:
+        frame["to"] = message["to"]
+    return frame
 
 
-def directs_frame(messages: list[dict[str, Any]], recovered: bool, seq: int) -> dict[str, Any]:
+def directs_frame(messages: list[frames.DirectFrame], recovered: bool, seq: int) -> frames.DirectsFrame:
     """The answer to ``sync``: direct messages after ``dm_since`` (``seq``: the user's latest)."""
     return {"type": "directs", "messages": messages, "recovered": recovered, "seq": seq}
 
 
-def presence_frame(change: PresenceChange) -> dict[str, Any]:
+def presence_frame(change: PresenceChange) -> frames.PresenceFrame:
     return {"type": "presence", "room": change.room, "joined": change.joined, "left": change.left,
             "members": change.members}
 
 
-def joined_frame(room: str, members: list[str], history: list[dict[str, Any]], seq: int,
-                 recovered: bool | None = None) -> dict[str, Any]:
+def joined_frame(room: str, members: list[str], history: list[frames.MessageFrame], seq: int,
+                 recovered: bool | None = None) -> frames.JoinedFrame:
     """``seq``: where the room stands (live messages follow it); ``recovered`` answers a join with ``since``."""
-    frame = {"type": "joined", "room": room, "members": members, "history": history, "seq": seq}
-    return frame if recovered is None else {**frame, "recovered": recovered}
+    frame: frames.JoinedFrame = {"type": "joined", "room": room, "members": members, "history": history, "seq": seq}
+    if recovered is not None:
+        frame["recovered"] = recovered
+    return frame
 
 
-def left_frame(room: str) -> dict[str, Any]:
+def left_frame(room: str) -> frames.LeftFrame:
     return {"type": "left", "room": room}
 
 
-def members_frame(room: str, members: list[str]) -> dict[str, Any]:
+def members_frame(room: str, members: list[str]) -> frames.MembersFrame:
     return {"type": "members", "room": room, "members": members}
 
 
-def rooms_frame(rooms: dict[str, int]) -> dict[str, Any]:
+def rooms_frame(rooms: dict[str, int]) -> frames.RoomsFrame:
     return {"type": "rooms", "rooms": [{"name": name, "members": count} for name, count in rooms.items()]}
 
 
-def pong_frame() -> dict[str, Any]:
+def pong_frame() -> frames.PongFrame:
     return {"type": "pong"}
 
 
-def typing_frame(message: dict[str, Any]) -> dict[str, Any]:
+def typing_frame(message: dict[str, Any]) -> frames.TypingFrame:
     return {"type": "typing", "room": message["room"], "from": message["from"], "typing": message["typing"]}
 
 
-def direct_sent_frame(message: dict[str, Any]) -> dict[str, Any]:
+def direct_sent_frame(message: dict[str, Any]) -> frames.DirectSentFrame:
     return {"type": "direct_sent", "id": message["id"], "seq": message["seq"], "to": message["to"]}
 
 
-def direct_frame(message: dict[str, Any]) -> dict[str, Any]:
+def direct_frame(message: dict[str, Any]) -> frames.DirectFrame:
     return {"type": "direct", "id": message["id"], "seq": message.get("seq"), "from": message["from"],
             "to": message["to"], "text": message["text"], "ts": message["ts"], "client_id": message.get("client_id")}
 
 
-def share_frame(message: dict[str, Any]) -> dict[str, Any]:
+def share_frame(message: dict[str, Any]) -> frames.ShareFrame:
     """Announces the binary frame that follows it."""
     return {"type": "share", "room": message["room"], "from": message["from"], "mime": message["mime"],
             "size": len(message["data"])}
 
 
-def announcement_frame(message: dict[str, Any]) -> dict[str, Any]:
+def announcement_frame(message: dict[str, Any]) -> frames.AnnouncementFrame:
     return {"type": "announcement", "id": message.get("id"), "room": message.get("room"),
             "from": message.get("from", "system"), "text": message["text"], "ts": message.get("ts")}
