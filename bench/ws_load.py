@@ -44,12 +44,15 @@ import websockets
 from bench.project import BROKER_URLS, PEERS_VENV, TEMPLATE, peers_python, project
 
 REDIS_URL = BROKER_URLS["redis"]
+POSTGRESQL_DSN = BROKER_URLS["postgresql"]
 PEERS_PYTHON = os.environ.get("PEERS_PYTHON", str(PEERS_VENV / "bin" / "python"))
 IMPLS = ("ours", "socketio", "broadcaster")
-#: Diagnostic rows: ours without the Redis history write per message, and without frame batching.
-DIAGNOSTICS = {"ours-nohistory": {"APP_HISTORY_SIZE": "0"}, "ours-nobatch": {"APP_SEND_BATCH_FRAMES": "1"}}
-LABELS = {"ours": "ours (redis)", "ours-nohistory": "ours (redis, history off)",
-          "ours-nobatch": "ours (redis, frame batching off)",
+#: Diagnostic rows: frame batching off; the store on PostgreSQL instead of SQLite; every send with a
+#: client_id (acknowledged and idempotent: the seq + ack path) instead of none.
+DIAGNOSTICS = {"ours-nobatch": {"APP_SEND_BATCH_FRAMES": "1"}, "ours-pg": {}, "ours-ack": {}}
+LABELS = {"ours": "ours (redis, SQLite store)", "ours-pg": "ours (redis, PostgreSQL store)",
+          "ours-ack": "ours (redis, SQLite store, client_id + ack)",
+          "ours-nobatch": "ours (redis, SQLite store, frame batching off)",
           "socketio": "python-socketio (AsyncRedisManager)", "broadcaster": "broadcaster (redis)"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -113,6 +116,13 @@ def ours_env(prefix: str, workers: int, bind: str, extra: dict[str, str]) -> dic
     return env
 
 
+def postgresql_database(prefix: str, drop: bool = False) -> str:
+    """A database of the run's own on the loopback PostgreSQL (created, or dropped); its SQLAlchemy URL."""
+    statement = f'DROP DATABASE IF EXISTS "{prefix}" WITH (FORCE)' if drop else f'CREATE DATABASE "{prefix}"'
+    subprocess.run(["psql", POSTGRESQL_DSN, "-q", "-c", statement], check=True, capture_output=True, timeout=60)
+    return POSTGRESQL_DSN.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + f"/{prefix}"
+
+
 def database(prefix: str) -> Path:
     return Path(tempfile.gettempdir()) / f"ws_load-{prefix}.db"
 
@@ -123,7 +133,10 @@ def start_server(impl: str, workers: int, prefix: str, peers_python: str, projec
     log = Path(tempfile.gettempdir()) / f"ws_load-{impl}-{port}.log"
     bind = f"127.0.0.1:{port}"
     if impl.startswith("ours"):
-        env = ours_env(prefix, workers, bind, DIAGNOSTICS.get(impl, {}))
+        extra = dict(DIAGNOSTICS.get(impl, {}))
+        if impl == "ours-pg":
+            extra["APP_DATABASE_URL"] = postgresql_database(prefix)
+        env = ours_env(prefix, workers, bind, extra)
         cmd, cwd = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app.main:app"], project
     else:
         env = {**os.environ, "BENCH_REDIS_URL": REDIS_URL, "BENCH_PREFIX": prefix, "PYTHONUNBUFFERED": "1"}
@@ -264,6 +277,9 @@ class Client:
         try:
             if self.impl == "socketio":
                 await self.ws.send("42" + json.dumps(["chat", {"room": self.room, "text": text}]))
+            elif self.impl == "ours-ack":
+                await self.ws.send(json.dumps({"type": "message", "room": self.room, "text": text,
+                                               "client_id": f"{self.cid}-{seq}"}))
             else:
                 await self.ws.send(json.dumps({"type": "message", "room": self.room, "text": text}))
         except websockets.ConnectionClosed:
@@ -412,6 +428,8 @@ async def run_case(impl: str, project: Path, clients: int = 1000, workers: int =
         await asyncio.to_thread(cleanup_redis, prefix)
         for path in Path(tempfile.gettempdir()).glob(f"{database(prefix).name}*"):  # with -wal, -shm
             path.unlink(missing_ok=True)
+        if impl == "ours-pg":
+            await asyncio.to_thread(postgresql_database, prefix, True)
     return result
 
 
