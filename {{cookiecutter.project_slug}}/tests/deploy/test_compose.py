@@ -24,7 +24,8 @@ OBSERVABILITY = {"prometheus", "grafana"}
 #: Oldest patched release per line of Redis for CVE-2025-49844 (Lua use-after-free).
 REDIS_PATCHED = {(7, 4): (7, 4, 6), (8, 0): (8, 0, 4), (8, 2): (8, 2, 2)}
 #: The secrets a stack may need; the hook gives each a random value in .env.
-SECRETS = ("APP_SECRET_KEY", "APP_SERVICE_TOKEN", "GRAFANA_ADMIN_PASSWORD", "CHANNEL_ENCRYPTION_KEYS", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "RABBITMQ_PASSWORD",
+SECRETS = ("APP_SECRET_KEY", "APP_SERVICE_TOKEN", "GRAFANA_ADMIN_PASSWORD",
+           "CHANNEL_ENCRYPTION_KEYS", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "RABBITMQ_PASSWORD",
            "NATS_PASSWORD")
 ENV = {name: f"{name.lower().replace('_', '-')}-value-{'x' * 32}" for name in SECRETS}
 REQUIRED_KEYS = ENV["CHANNEL_ENCRYPTION_KEYS"]
@@ -193,6 +194,11 @@ def test_proxy_config() -> None:
     log_format = re.search(r"log_format chat (.*?);", conf, re.S)
     assert log_format and not re.search(r"\$(request|request_uri|args|query_string|arg_\w+)\b", log_format.group(1))
     assert re.findall(r"access_log (\S+)", conf) == ["/dev/stdout"] and "access_log /dev/stdout chat;" in conf
+    plain, tls = re.split(r"^server \{$", conf, flags=re.M)[1:]
+    assert "listen 80;" in plain and "return 301 https://$host$request_uri;" in plain and "proxy_pass" not in plain
+    assert "location ^~ /.well-known/acme-challenge/" in plain
+    assert "listen 443 ssl;" in tls and "ssl_protocols TLSv1.2 TLSv1.3;" in tls and "location ^~ /metrics" in tls
+    assert "ssl_certificate /etc/nginx/certs/fullchain.pem;" in tls and "/etc/nginx/certs/privkey.pem;" in tls
 
 
 @pytest.mark.parametrize("path", STACKS, ids=lambda p: p.stem)
