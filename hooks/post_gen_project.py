@@ -90,7 +90,8 @@ def next_steps(context: dict[str, str]) -> str:
         f"python{context['python_version']} -m venv .venv && . .venv/bin/activate",
         f"pip install -e '.[{','.join([*extras, 'test'])}]'",
         f"uvicorn app.main:app --reload --ws websockets-sansio  # development: one process{broker}",
-        f"docker compose up --build  # production: the {layer} stack behind nginx on https://localhost (certificates: docs/tls.md), secrets from .env",
+        f"docker compose up --build  # production: the {layer} stack behind nginx on https://localhost"
+        " (certificates: docs/tls.md), secrets from .env",
         "python -m pytest  # broker tests skip when their broker is down",
     ]
     header = f"{context['project_name']} ({layer} channel layer). Next steps:"
