@@ -127,20 +127,21 @@ class LiveServer:
         return self.log.read_text(errors="replace")
 
 
-def wait_ready(server: LiveServer, timeout: float = 60) -> None:
+def wait_ready(server: LiveServer, timeout: float = 60, path: str = "/readyz") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.logs()[-3000:]}")
         with contextlib.suppress(OSError):
-            if server.get("/readyz")[0] == 200 and len(server.worker_pids()) >= server.workers:
+            if server.get(path)[0] == 200 and len(server.worker_pids()) >= server.workers:
                 return
         time.sleep(0.2)
     raise TimeoutError(f"server not ready in {timeout}s:\n{server.logs()[-3000:]}")
 
 
 @contextlib.contextmanager
-def live_server(env: dict[str, str], workers: int = 3, tmp_path: Path | None = None) -> Iterator[LiveServer]:
+def live_server(env: dict[str, str], workers: int = 3, tmp_path: Path | None = None,
+                ready: str = "/readyz") -> Iterator[LiveServer]:
     """gunicorn with ``workers`` ChatWorker processes on a free loopback port; stopped afterwards."""
     port = free_port()
     log = (tmp_path or Path(os.environ.get("TMPDIR", "/tmp"))) / f"server-{port}.log"
@@ -150,7 +151,7 @@ def live_server(env: dict[str, str], workers: int = 3, tmp_path: Path | None = N
                                    cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     server = LiveServer(process, port, log, workers, env)
     try:
-        wait_ready(server)
+        wait_ready(server, path=ready)
         yield server
     finally:
         with contextlib.suppress(ProcessLookupError):

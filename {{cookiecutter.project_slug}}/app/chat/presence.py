@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..channels import BaseChannelLayer
+from ..channels import BaseChannelLayer, ChannelLayerError
+from ..channels.broker import Backoff
 from ..channels.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -60,12 +61,34 @@ class Presence:
         self._notifier: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Join presence; a broker that is down at boot delays that (retried), not the worker's start,
+        so a worker boots during an outage (``/readyz`` answers 503 meanwhile) instead of exiting."""
         self.channel = await self.layer.new_channel("presence")
-        await self.layer.group_add(GROUP, self.channel)
+        try:
+            await self._join()
+        except ChannelLayerError as exc:
+            logger.warning("presence: the channel layer is unavailable (%s); joining in the background", exc)
+            self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._join_then_beat())]
+            return
         self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._heartbeat())]
-        await self.layer.group_send(
-            GROUP, {"type": "presence.sync", "worker": self.worker_id, "reply_to": self.channel}
-        )
+
+    async def _join(self) -> None:
+        await self.layer.group_add(GROUP, self.channel)
+        await self.layer.group_send(GROUP, {"type": "presence.sync", "worker": self.worker_id,
+                                            "reply_to": self.channel})
+
+    async def _join_then_beat(self) -> None:
+        backoff = Backoff(0.2, 5.0)
+        while True:
+            await asyncio.sleep(backoff.next())
+            try:
+                await self._join()
+            except ChannelLayerError as exc:
+                logger.warning("presence: the channel layer is still unavailable (%s)", exc)
+                continue
+            logger.info("presence: joined after the channel layer came back")
+            break
+        await self._heartbeat()
 
     async def stop(self) -> None:
         await cancel_and_wait([*self._tasks, self._notifier])
