@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -48,7 +48,7 @@ async def test_group_send_and_its_deliveries_are_one_trace(
         assert message == {"type": "chat.message", "text": "hi"}  # the context is not the caller's business
         with tracing.delivery(message["type"]):
             pass
-    by_name = {}
+    by_name: dict[str, list[ReadableSpan]] = {}
     for span in spans.get_finished_spans():
         by_name.setdefault(span.name, []).append(span)
     (request,) = by_name["request"]
