@@ -142,7 +142,8 @@ def test_manifests_run_the_app(layer: str, bake: Bake, tmp_path: Path) -> None:
     configmaps = {doc["metadata"]["name"]: doc["data"] for doc in docs if doc["kind"] == "ConfigMap"}
     password = secrets.token_hex(16)
     secret_data = {
-        "chat-app": {"secret-key": secrets.token_urlsafe(48), "service-token": secrets.token_hex(32)},
+        "chat-app": {"secret-key": secrets.token_urlsafe(48), "service-token": secrets.token_hex(32),
+                     "channel-encryption-keys": secrets.token_urlsafe(32)},
         "chat-db-app": {"username": "postgres", "password": password},  # the shared server trusts loopback
         "chat-redis": {"redis-password": password},
         "chat-nats": {"password": password},

@@ -101,8 +101,10 @@ def test_the_readme_tables_are_generated_from_the_models() -> None:
 
 async def test_the_document_is_served() -> None:
     from app.main import create_app
+    from app.settings import Settings
 
-    transport = httpx.ASGITransport(app=create_app())
+    # explicit settings: get_settings() would load the project's .env into this process's environment
+    transport = httpx.ASGITransport(app=create_app(Settings(secret_key="asyncapi-test-" + "x" * 32)))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         response = await client.get("/asyncapi.json")
     assert response.status_code == 200

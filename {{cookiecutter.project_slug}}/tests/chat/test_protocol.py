@@ -209,7 +209,9 @@ async def test_metrics_and_health(server: LiveServer) -> None:
     assert "chat_errors_total" in text and "chat_layer_send_seconds" in text
 
 
-def test_production_refuses_the_default_secret() -> None:
+def test_production_refuses_the_default_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    # importing app.main (another test module) loads the project's .env, with its real secret, into os.environ
+    monkeypatch.delenv("APP_SECRET_KEY", raising=False)
     with pytest.raises(ValueError, match="APP_SECRET_KEY must be set"):
         Settings(environment="production")
     with pytest.raises(ValueError, match="at least 32"):
