@@ -46,8 +46,11 @@ class Brokers:
 
     def layer_env(self, backend: str, prefix: str) -> dict[str, str]:
         if backend == "redis":
+            # kombu cannot follow a Redis Cluster (app/worker asks for explicit URLs); the scenario queues
+            # no job, so a Celery bake gets in-process transports here
             return {"FASTAPI_WEBSOCKETS_REDIS_URL": f"redis://:{PASSWORD}@{self.redis_nodes[0]}/0",
-                    "FASTAPI_WEBSOCKETS_REDIS_CLUSTER": "true", "FASTAPI_WEBSOCKETS_REDIS_PREFIX": prefix}
+                    "FASTAPI_WEBSOCKETS_REDIS_CLUSTER": "true", "FASTAPI_WEBSOCKETS_REDIS_PREFIX": prefix,
+                    "CELERY_BROKER_URL": "memory://", "CELERY_RESULT_BACKEND": "cache+memory://"}
         if backend == "nats":
             servers = ",".join(f"nats://chat:{PASSWORD}@{address}" for address in self.nats_servers)
             return {"FASTAPI_WEBSOCKETS_NATS_SERVERS": servers, "FASTAPI_WEBSOCKETS_NATS_PREFIX": prefix,
