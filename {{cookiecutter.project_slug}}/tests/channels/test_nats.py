@@ -319,9 +319,14 @@ async def test_close_returns_with_every_connection_closed(server_root: Path, pri
     mine = [name for name in server.connection_names() if layer.process_id in name]
     assert len(mine) == 1
     await asyncio.wait_for(layer.close(), TIMEOUT)
-    assert [name for name in server.connection_names() if layer.process_id in name] == []
     with pytest.raises(LayerClosed):
         await asyncio.wait_for(pending, TIMEOUT)
+    # the client has closed its socket; the server's monitoring view follows within moments (bounded)
+    for _ in range(50):
+        if not [name for name in server.connection_names() if layer.process_id in name]:
+            break
+        await asyncio.sleep(0.1)
+    assert [name for name in server.connection_names() if layer.process_id in name] == []
 
 
 async def test_a_received_message_frees_its_slot_in_a_cluster(server_root: Path, private_servers: list[NatsServer],
