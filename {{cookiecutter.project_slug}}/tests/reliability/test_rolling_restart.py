@@ -27,6 +27,7 @@ import websockets
 from ..brokers import distributed_backends, require_broker
 from ..chat.client import ChatClient
 from ..live_server import BROKER_ENV, LiveServer, live_server, service_env
+from .accounts import seeded_tokens
 from .brokerfaults import private_broker
 from .report import report
 
@@ -164,7 +165,8 @@ async def test_rolling_restart_under_load(backend: str, fault: str, prefix: str,
             require_broker(backend)
         server = stack.enter_context(live_server(service_env(backend, prefix, **extra), workers=3, tmp_path=tmp_path))
         rooms = [f"r{i}" for i in range(ROOMS)]
-        members = [Member(server, server.login(f"u{i:03d}"), rooms[i % ROOMS]) for i in range(CLIENTS)]
+        tokens = seeded_tokens(server, [f"u{i:03d}" for i in range(CLIENTS)])
+        members = [Member(server, token, rooms[i % ROOMS]) for i, token in enumerate(tokens)]
         stop_clients, stop_posting = asyncio.Event(), asyncio.Event()
         clients = [asyncio.create_task(member.run(stop_clients)) for member in members]
         await until(lambda: all(m.client is not None for m in members), "every client connected")

@@ -3,7 +3,7 @@
 Reported (``SOAK`` lines; appended as JSON to ``$RELIABILITY_REPORT`` if set): deliveries expected,
 lost and duplicated (asserted zero), and per worker its RSS, open file descriptors and sockets at
 start, at peak and after each round (client sockets asserted back to zero, fds and RSS not growing
-from one round's end to the next).
+from one round's end to the next; the broker and store pools may warm up to their sizes).
 Sizes: ``RELIABILITY_SOAK_CLIENTS`` (300), ``RELIABILITY_SOAK_MESSAGES`` per client (3), 10 per room,
 ``RELIABILITY_SOAK_ROUNDS`` (2: the same load twice, so growth between the rounds' ends shows a leak).
 """
@@ -26,6 +26,7 @@ from websockets.asyncio.client import ClientConnection
 from ..brokers import distributed_backends, require_broker
 from ..chat.client import unpack
 from ..live_server import LiveServer, live_server, service_env
+from .accounts import seeded_tokens
 from .procstats import open_fds, rss_bytes, tcp_sockets
 from .report import report
 
@@ -39,6 +40,9 @@ ROUNDS = int(os.environ.get("RELIABILITY_SOAK_ROUNDS", "2"))
 # TCP sockets a worker may hold besides its clients: the service's listener and metrics/health
 # sockets (4), plus the layer's pool and inbox and the history store's pool, at their sizes
 BROKER_SOCKETS = {"redis": 4 + 50 + 1 + 16, "postgresql": 4 + 2 + 1 + 2, "nats": 4 + 1 + 1, "rabbitmq": 4 + 1}
+# files a worker may hold on its SQLite store: two engines (accounts, messages) of 5 pooled connections,
+# each with the database and its WAL open, and the one shared-memory index
+STORE_FILES = 2 * 5 * 2 + 1
 
 
 class Member:
@@ -69,14 +73,25 @@ async def _connect(server: LiveServer, index: int, token: str) -> Member:
     return member
 
 
+def _store_files(server: LiveServer, pid: int) -> int:
+    """Descriptors ``pid`` holds on the SQLite store's files (the database, its WAL and shared memory)."""
+    database = server.env["APP_DATABASE_URL"].partition(":///")[2]
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # closed since listed
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith(database)
+    return count
+
+
 def _snapshot(server: LiveServer) -> dict[int, dict[str, float]]:
-    """Per worker: RSS, open fds, sockets of WebSocket clients (on the service port) and other (broker) sockets."""
+    """Per worker: RSS, open fds, sockets of WebSocket clients (on the service port), other (broker) sockets
+    and the store's files."""
     snapshot: dict[int, dict[str, float]] = {}
     for pid in server.worker_pids():
         sockets = tcp_sockets(pid)
         clients = sum(1 for local, remote in sockets if local == server.port and remote)  # not the listener
         snapshot[pid] = {"rss_mib": round(rss_bytes(pid) / 2**20, 1), "fds": open_fds(pid), "client_sockets": clients,
-                         "broker_sockets": len(sockets) - clients}
+                         "broker_sockets": len(sockets) - clients, "store_files": _store_files(server, pid)}
     return snapshot
 
 
@@ -131,7 +146,7 @@ async def test_soak(backend: str, prefix: str, tmp_path: Path) -> None:
                       APP_HISTORY_SIZE="0", APP_IDLE_TIMEOUT_SECONDS="600")
     with live_server(env, workers=WORKERS, tmp_path=tmp_path) as server:
         start = _snapshot(server)
-        tokens = [server.login(f"u{i}") for i in range(CLIENTS)]
+        tokens = seeded_tokens(server, [f"u{i}" for i in range(CLIENTS)])
         rounds, ends = [], []
         for _ in range(ROUNDS):  # the same load again: what a leak would add shows up between round ends
             rounds.append(await _round(server, tokens))
@@ -149,10 +164,11 @@ async def test_soak(backend: str, prefix: str, tmp_path: Path) -> None:
         assert (row["lost"], row["duplicated"]) == (0, 0)
         for pid in start:  # client sockets must all be gone; other files must not pile up
             assert all(end[pid]["client_sockets"] == 0 for end in ends), f"worker {pid} kept client sockets"
-            files = [end[pid]["fds"] - end[pid]["broker_sockets"] for end in ends]
-            assert files[-1] <= files[0], f"worker {pid}: more open files (not broker sockets) after each round"
-            # broker pools warm up to their size under the round's peak concurrency, then stay there
+            files = [end[pid]["fds"] - end[pid]["broker_sockets"] - end[pid]["store_files"] for end in ends]
+            assert files[-1] <= files[0], f"worker {pid}: more open files (not broker or store pools) after each round"
+            # the pools warm up to their sizes under a round's peak concurrency, then stay there
             assert max(end[pid]["broker_sockets"] for end in ends) <= BROKER_SOCKETS[backend], f"worker {pid}"
+            assert max(end[pid]["store_files"] for end in ends) <= STORE_FILES, f"worker {pid}"
             # the allocator settles over a few rounds (300 clients x 10 rounds: +20 to 30 MiB, then flat)
             growth_bound = max(48.0, CLIENTS * 0.1)
             assert ends[-1][pid]["rss_mib"] - ends[0][pid]["rss_mib"] < growth_bound, f"worker {pid}: RSS keeps growing"
