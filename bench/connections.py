@@ -1,0 +1,766 @@
+"""Connection scale (issue 21): this project's chat vs python-socketio + AsyncRedisManager, on Redis.
+
+    python -m bench.connections --clients 20000 --storm 10000        # the issue's scale, both implementations
+    python -m bench.connections --clients 200 --storm 100 --slow 50 --impl ours --out ''   # tests/test_bench.py
+
+Per implementation, one bounded case against real servers (gunicorn, ``--workers`` workers, its own Redis
+prefix and SQLite file), the clients in ``--agents`` processes of lean sockets (bench/wsclient.py,
+bench/conn_agent.py) spread over 127.0.0.2-9, in phases:
+
+1. connect: ``--clients`` sockets, ``--at-once`` (100) connecting at a time, each connect + auth + join
+   (client *i* in room *i* mod ``--rooms``); then ``big room``: the first ``--big-room`` clients join one
+   more room, the same way;
+2. server RSS (gunicorn master + workers) before connecting, after connect, after the big room;
+3. ``/healthz`` timed every ~200 ms over a fresh connection from this process, in every phase;
+4. broadcast: ``--broadcasts`` messages, one at a time, to the big room, timed until every member has it;
+5. storms: the last ``--storm`` clients drop (RST) and reconnect all at once (ours: auth + join with
+   ``since`` = the last seq they saw; socket.io: connect + join), each retrying with backoff; ``--storms`` times;
+6. slow readers: ``--slow`` more clients with a 4 KiB receive buffer that never read, in a room that gets
+   ``--burst`` messages: the servers' RSS growth per slow socket, and how many the server closed;
+7. leaks: the workers' RSS and open fds at baseline, connected, after each storm and after every client closed.
+
+Every phase has a deadline, the servers' process groups are killed and their Redis keys and databases
+removed whatever happens. Writes ``--out`` (markdown), its ``.json`` and ``.png`` beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import multiprocessing
+import os
+import resource
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from bench import conn_agent
+from bench.project import TEMPLATE, peers_python, project
+from bench.ws_load import (
+    PEERS_PYTHON,
+    REDIS_URL,
+    Server,
+    cleanup_redis,
+    database,
+    rss_kib,
+    seed_accounts,
+    start_server,
+)
+
+IMPLS = ("ours", "socketio")
+LABELS = {"ours": "ours", "socketio": "python-socketio"}
+NOFILE = 262_144
+SEED_BATCH = 10_000  # names per seeding subprocess (its own 300 s timeout)
+BROKER_PORT = urllib.parse.urlsplit(REDIS_URL).port or 6379
+
+
+class PhaseDeadline(TimeoutError):
+    """A phase ran past its deadline: the case stops there, with what it measured so far."""
+
+
+def raise_nofile(wanted: int = NOFILE) -> int:
+    """Soft and hard RLIMIT_NOFILE as high as allowed (root: ``wanted``); children (servers, agents) inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(OSError, ValueError):
+        cap = int(Path("/proc/sys/fs/nr_open").read_text())
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, cap), min(wanted, cap)))
+        return min(wanted, cap)
+    with contextlib.suppress(OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    return soft
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+    except OSError:
+        return []
+
+
+def fd_count(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    return 0
+
+
+def tcp_peers(pids: list[int], port: int) -> dict[str, int]:
+    """The processes' TCP sockets: clients of the server's ``port``, the bytes queued in the kernel to send
+    to them, and connections to the broker (from /proc/net/tcp, matched by socket inode)."""
+    inodes = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+    peers = {"client_sockets": 0, "client_send_queue": 0, "broker_sockets": 0}
+    with contextlib.suppress(OSError), open("/proc/net/tcp") as table:
+        for line in table:
+            fields = line.split()
+            if len(fields) > 9 and fields[9] in inodes and fields[3] != "0A":  # 0A: LISTEN
+                if int(fields[1].split(":")[1], 16) == port:
+                    peers["client_sockets"] += 1
+                    peers["client_send_queue"] += int(fields[4].split(":")[0], 16)
+                elif int(fields[2].split(":")[1], 16) == BROKER_PORT:
+                    peers["broker_sockets"] += 1
+    return peers
+
+
+def snapshot(server: Server, sockets: bool = False) -> dict[str, Any]:
+    """RSS of the master and workers (KiB), the workers' RSS and open fds, who the workers are; with
+    ``sockets``, how many of those fds are client sockets and how many broker connections."""
+    workers = children(server.process.pid)
+    shot = {"rss_total_kib": rss_kib(server.process.pid) + sum(rss_kib(p) for p in workers),
+            "rss_workers_kib": sum(rss_kib(p) for p in workers), "fds": sum(fd_count(p) for p in workers),
+            "workers": sorted(workers)}
+    if sockets:
+        shot.update(tcp_peers(workers, server.port))
+    return shot
+
+
+def healthz(port: int) -> float | None:
+    """Milliseconds for ``GET /healthz`` over a new connection (None: failed or not 200 within 5 s)."""
+    started = time.monotonic()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+    except (OSError, http.client.HTTPException):
+        return None
+    return (time.monotonic() - started) * 1000 if response.status == 200 else None
+
+
+class Timeline:
+    """Two threads: ``/healthz`` latency and the servers' total RSS, every ``interval`` s, tagged with the phase."""
+
+    def __init__(self, server: Server, interval: float = 0.2) -> None:
+        self.server, self.interval, self.phase = server, interval, "idle"
+        self.start = time.monotonic()
+        self.health: list[tuple[float, str, float | None]] = []
+        self.rss: list[tuple[float, str, int]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, args=(f,), daemon=True)
+                         for f in (self._health, self._rss)]
+
+    def run(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            if thread.ident is not None:
+                thread.join(10)
+
+    def _loop(self, sample: Callable[[], None]) -> None:
+        while not self._stop.is_set():
+            began = time.monotonic()
+            sample()
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
+
+    def _health(self) -> None:
+        phase, at = self.phase, time.monotonic() - self.start
+        self.health.append((at, phase, healthz(self.server.port)))
+
+    def _rss(self) -> None:
+        self.rss.append((time.monotonic() - self.start, self.phase, snapshot(self.server)["rss_total_kib"]))
+
+    def latencies(self, phase: str | None = None) -> tuple[list[float], int]:
+        """The phase's (or every) answered samples, and how many failed."""
+        rows = [ms for _, p, ms in self.health if phase is None or p == phase]
+        return [ms for ms in rows if ms is not None], sum(ms is None for ms in rows)
+
+
+class Agents:
+    """The client processes; ``call`` sends one command to each and waits (bounded) for every answer."""
+
+    def __init__(self, count: int, impl: str, port: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.pipes: list[Connection] = []
+        self.processes: list[Any] = []
+        for index in range(count):
+            parent, child = context.Pipe()
+            process = context.Process(target=conn_agent.main, args=(child, index, impl, port), daemon=True)
+            process.start()
+            child.close()
+            self.pipes.append(parent)
+            self.processes.append(process)
+
+    def __len__(self) -> int:
+        return len(self.pipes)
+
+    def call(self, op: str, within: float, kwargs: Sequence[dict[str, Any] | None]) -> list[dict[str, Any]]:
+        """``kwargs[i]`` to agent *i* (None: that agent sits out); answers in order, within the phase's budget."""
+        busy = [(pipe, args) for pipe, args in zip(self.pipes, kwargs, strict=True) if args is not None]
+        for pipe, args in busy:
+            pipe.send((op, args))
+        deadline = time.monotonic() + within + 30  # the agents honour their own timeouts first
+        answers = []
+        for pipe, _ in busy:
+            if not pipe.poll(max(0.0, deadline - time.monotonic())):
+                raise PhaseDeadline(f"{op}: no answer from the load client in {within + 30:.0f} s")
+            answer: dict[str, Any] = pipe.recv()
+            if "error" in answer:
+                raise RuntimeError(f"load client, {op}: {answer['error']}")
+            answers.append(answer)
+        return answers
+
+    def one(self, index: int, op: str, within: float, **kwargs: Any) -> dict[str, Any]:
+        return self.call(op, within, [kwargs if i == index else None for i in range(len(self))])[0]
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            with contextlib.suppress(OSError):
+                pipe.send(("quit", {}))
+        for process in self.processes:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+
+
+# ---------------------------------------------------------------------------- one case
+
+
+@dataclass
+class Report:
+    impl: str
+    clients: int
+    workers: int
+    rooms: int
+    big_room: int
+    storm: int
+    slow: int
+    burst: int
+    agents: int
+    status: str = "ok"
+    seed_s: float = 0.0
+    connected: int = 0
+    connect_failures: dict[str, int] = field(default_factory=dict)
+    connect_rate: float = 0.0
+    client_cpu_pct: float = 0.0  # the busiest agent, during connect: near 100 means the client is the limit
+    big_joined: int = 0
+    big_join_rate: float = 0.0
+    rss_baseline_mib: float = 0.0
+    rss_connected_mib: float = 0.0
+    rss_big_mib: float = 0.0
+    kib_per_conn: float = 0.0
+    healthz_p50_ms: float = 0.0
+    healthz_max_ms: float = 0.0
+    healthz_failed: int = 0
+    healthz_by_phase: dict[str, dict[str, float]] = field(default_factory=dict)
+    bc_expected: int = 0
+    bc_received: int = 0
+    bc_p50_ms: float = 0.0
+    bc_p99_ms: float = 0.0
+    bc_max_ms: float = 0.0
+    storms: list[dict[str, Any]] = field(default_factory=list)
+    slow_rss_kib: float = 0.0  # growth of the servers' RSS at its peak during the burst, per slow socket
+    slow_kernel_kib: float = 0.0  # the same of the bytes the kernel queued to send to them
+    slow_closed: dict[str, int] = field(default_factory=dict)
+    slow_open: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)  # sockets the server closed unasked, by code
+    error_frames: dict[str, int] = field(default_factory=dict)
+    leak: dict[str, dict[str, Any]] = field(default_factory=dict)
+    timeline: dict[str, list[Any]] = field(default_factory=dict)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else 0.0
+
+
+def merge(counters: list[dict[str, int]]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for counter in counters:
+        total.update(counter)
+    return dict(total)
+
+
+def seed(server: Server, names: list[str]) -> list[str]:
+    """Accounts and sessions in the service's store, a day-long token each, in batches."""
+    long_lived = replace(server, env={**server.env, "APP_TOKEN_TTL_SECONDS": "86400"})
+    tokens: list[str] = []
+    for start in range(0, len(names), SEED_BATCH):
+        tokens += seed_accounts(long_lived, names[start:start + SEED_BATCH])
+    if len(tokens) != len(names):
+        raise RuntimeError(f"seeding made {len(tokens)} tokens for {len(names)} names")
+    return tokens
+
+
+@dataclass
+class Case:
+    """What one case's phases share."""
+
+    server: Server
+    agents: Agents
+    timeline: Timeline
+    report: Report
+    args: argparse.Namespace
+    deadline: float
+
+    def budget(self, phase: float) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise PhaseDeadline("the case's deadline")
+        return min(phase, left)
+
+    def split(self, cids: range | list[int]) -> list[list[int]]:
+        return [[c for c in cids if c % len(self.agents) == i] for i in range(len(self.agents))]
+
+    def phase(self, name: str) -> None:
+        self.timeline.phase = name
+
+    def settle(self, seconds: float = 3.0) -> dict[str, Any]:
+        time.sleep(seconds)
+        return snapshot(self.server, sockets=True)
+
+
+def mib(kib: float) -> float:
+    return kib / 1024
+
+
+def connect_phase(case: Case, tokens: list[str | None], rooms: list[str]) -> None:
+    rep, args, agents = case.report, case.args, case.agents
+    case.phase("connect")
+    per_agent = [{"clients": [(c, tokens[c], [rooms[c % len(rooms)]]) for c in cids],
+                  "at_once": max(1, args.at_once // len(agents)), "timeout": 30.0}
+                 for cids in case.split(range(args.clients))]
+    answers = agents.call("connect", case.budget(args.phase_deadline), per_agent)
+    rep.connected = sum(a["ok"] for a in answers)
+    rep.connect_failures = merge([a["failures"] for a in answers])
+    span = max(a["end"] for a in answers) - min(a["start"] for a in answers)
+    rep.connect_rate = rep.connected / span if span > 0 else 0.0
+    rep.client_cpu_pct = max(100 * a["cpu"] / a["wall"] for a in answers if a["wall"] > 0)
+    after = case.settle()
+    rep.leak["connected"] = after
+    rep.rss_connected_mib = mib(after["rss_total_kib"])
+    base = rep.leak["baseline"]["rss_total_kib"]
+    rep.kib_per_conn = (after["rss_total_kib"] - base) / rep.connected if rep.connected else 0.0
+
+
+def big_room_phase(case: Case, big: str) -> None:
+    rep, args, agents = case.report, case.args, case.agents
+    case.phase("big room")
+    per_agent = [{"cids": cids, "room": big, "at_once": max(1, args.at_once // len(agents)), "timeout": 60.0}
+                 for cids in case.split(range(rep.big_room))]
+    answers = agents.call("join", case.budget(args.phase_deadline), per_agent)
+    rep.big_joined = sum(a["ok"] for a in answers)
+    span = max(a["end"] for a in answers) - min(a["start"] for a in answers)
+    rep.big_join_rate = rep.big_joined / span if span > 0 else 0.0
+    after = case.settle()
+    rep.leak["big room"] = after
+    rep.rss_big_mib = mib(after["rss_total_kib"])
+
+
+def broadcast_phase(case: Case, big: str) -> None:
+    rep, args, agents = case.report, case.args, case.agents
+    case.phase("broadcast")
+    latencies: list[float] = []
+    for n in range(args.broadcasts):
+        agents.one(0, "say", case.budget(30), cid=0, room=big, texts=[f"{conn_agent.BROADCAST}{n}:{{t}}"])
+        answers = agents.call("collect", case.budget(60), [{"n": n, "room": big, "timeout": 60.0}] * len(agents))
+        rep.bc_expected += sum(a["expected"] for a in answers)
+        got = [ms * 1000 for a in answers for ms in a["latencies"]]
+        rep.bc_received += len(got)
+        latencies += got
+        time.sleep(1.0)
+    rep.bc_p50_ms, rep.bc_p99_ms = percentile(latencies, 0.5), percentile(latencies, 0.99)
+    rep.bc_max_ms = max(latencies, default=0.0)
+
+
+def storm_phase(case: Case, n: int) -> None:
+    rep, args, agents = case.report, case.args, case.agents
+    case.phase(f"storm {n}")
+    before = snapshot(case.server)["workers"]
+    per_agent = [{"cids": cids, "timeout": float(args.storm_deadline), "attempt_timeout": 20.0}
+                 for cids in case.split(range(args.clients - rep.storm, args.clients))]
+    answers = agents.call("storm", case.budget(args.storm_deadline), per_agent)
+    after = case.settle()
+    failures = merge([a["failures"] for a in answers])
+    rep.storms.append({
+        "seconds": max(a["end"] for a in answers) - min(a["start"] for a in answers),
+        "dropped": sum(a["dropped"] for a in answers), "back": sum(a["back"] for a in answers),
+        "refused": sum(v for k, v in failures.items() if k.startswith("refused")),
+        "failed": sum(v for k, v in failures.items() if k.startswith("failed")), "failures": failures,
+        "workers_restarted": len(set(before) - set(after["workers"])),
+    })
+    rep.leak[f"storm {n}"] = after
+
+
+def slow_phase(case: Case, tokens: list[str | None], room: str) -> None:
+    """Slow readers join ``room`` and stop reading; client 0 (a reader) sends the burst there."""
+    rep, args, agents = case.report, case.args, case.agents
+    case.phase("slow readers")
+    agents.one(0, "join", case.budget(60), cids=[0], room=room, at_once=1, timeout=30.0)
+    slow = range(args.clients, args.clients + rep.slow)
+    per_agent = [{"clients": [(c, tokens[c], [room]) for c in cids], "at_once": max(1, args.at_once // len(agents)),
+                  "timeout": 30.0, "rcvbuf": 4096, "pause": True} for cids in case.split(slow)]
+    answers = agents.call("connect", case.budget(args.phase_deadline), per_agent)
+    held = sum(a["ok"] for a in answers)
+    before = case.settle(2.0)
+    texts = [f"slow:{i}:".ljust(args.burst_text, "x") for i in range(args.burst)]
+    agents.one(0, "say", case.budget(60), cid=0, room=room, texts=texts, rate=args.burst_rate)
+    peak, queued = before["rss_total_kib"], before["client_send_queue"]
+    until = time.monotonic() + case.budget(args.slow_wait)
+    while time.monotonic() < until:  # the peaks, until the server has closed every slow socket (or the wait ends)
+        now = snapshot(case.server, sockets=True)
+        peak, queued = max(peak, now["rss_total_kib"]), max(queued, now["client_send_queue"])
+        if now["client_sockets"] <= before["client_sockets"] - held:
+            break
+        time.sleep(0.2)
+    rep.slow_rss_kib = (peak - before["rss_total_kib"]) / held if held else 0.0
+    rep.slow_kernel_kib = (queued - before["client_send_queue"]) / 1024 / held if held else 0.0
+    answers = agents.call("resume", case.budget(60), [{"cids": cids, "timeout": 30.0} for cids in case.split(slow)])
+    rep.slow_closed = merge([a["closed"] for a in answers])
+    rep.slow_open = sum(a["open"] for a in answers)
+
+
+def drive(case: Case, tokens: list[str | None]) -> None:
+    rep, args = case.report, case.args
+    run = uuid.uuid4().hex[:6]
+    rooms = [f"r{run}-{i}" for i in range(args.rooms)]
+    case.timeline.run()
+    rep.leak["baseline"] = case.settle(2.0)
+    rep.rss_baseline_mib = mib(rep.leak["baseline"]["rss_total_kib"])
+    connect_phase(case, tokens, rooms)
+    if rep.big_room:
+        big_room_phase(case, f"big{run}")
+        if args.broadcasts:
+            broadcast_phase(case, f"big{run}")
+    for n in range(1, args.storms + 1 if rep.storm else 1):
+        storm_phase(case, n)
+    if rep.slow:
+        slow_phase(case, tokens, f"slow{run}")
+    counters = case.agents.call("counters", 30, [{}] * len(case.agents))
+    rep.dropped = merge([a["closes"] for a in counters])
+    rep.error_frames = merge([a["errors"] for a in counters])
+    case.phase("close")
+    case.agents.call("close_all", case.budget(60), [{"timeout": 10.0}] * len(case.agents))
+    rep.leak["closed"] = case.settle(3.0)
+
+
+def run_case(impl: str, baked: Path, args: argparse.Namespace) -> Report:
+    """One implementation, bounded by ``args.deadline``; its servers and clients are stopped whatever happens."""
+    rep = Report(impl, args.clients, args.workers, args.rooms, min(args.big_room, args.clients),
+                 min(args.storm, args.clients), args.slow, args.burst, args.agents)
+    prefix = f"conn{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + args.deadline
+    server = start_server(impl, args.workers, prefix, args.peers_python, baked)
+    agents: Agents | None = None
+    timeline = Timeline(server)
+    try:
+        tokens: list[str | None] = [None] * (args.clients + args.slow)
+        if impl == "ours":
+            began = time.monotonic()
+            tokens[:] = seed(server, [f"u{prefix}-{i}" for i in range(args.clients + args.slow)])
+            rep.seed_s = time.monotonic() - began
+        agents = Agents(args.agents, impl, server.port)
+        drive(Case(server, agents, timeline, rep, args, deadline), tokens)
+    except PhaseDeadline as exc:
+        rep.status = f"deadline ({exc}) in phase {timeline.phase}"
+    except Exception as exc:  # reported in the table
+        rep.status = f"error in phase {timeline.phase}: {type(exc).__name__}: {exc}"[:300]
+    finally:
+        timeline.stop()
+        if agents is not None:
+            agents.close()
+        server.kill()
+        cleanup_redis(prefix)
+        for path in Path(tempfile.gettempdir()).glob(f"{database(prefix).name}*"):
+            path.unlink(missing_ok=True)
+    answered, failed = timeline.latencies()
+    rep.healthz_p50_ms, rep.healthz_max_ms = percentile(answered, 0.5), max(answered, default=0.0)
+    rep.healthz_failed = failed
+    for phase in dict.fromkeys(p for _, p, _ in timeline.health):
+        ms, bad = timeline.latencies(phase)
+        rep.healthz_by_phase[phase] = {"p50": percentile(ms, 0.5), "max": max(ms, default=0.0), "failed": bad,
+                                       "samples": len(ms) + bad}
+    rep.timeline = {"health": timeline.health, "rss": timeline.rss}
+    return rep
+
+
+# ---------------------------------------------------------------------------- report
+
+#: (what, the issue's goal, value of a report: a number for the ratio, or None, and its text)
+Row = tuple[str, str, Callable[[Report], tuple[float | None, str]]]
+
+
+def num(value: float, fmt: str = "{:,.0f}") -> tuple[float, str]:
+    return value, fmt.format(value)
+
+
+def storms_text(rep: Report, key: str, fmt: str = "{:,.0f}") -> tuple[float | None, str]:
+    values = [s[key] for s in rep.storms]
+    if not values:
+        return None, "—"
+    return max(values), " / ".join(fmt.format(v) for v in values)
+
+
+def leak_text(rep: Report, key: str, scale: float = 1.0) -> tuple[float | None, str]:
+    order = ["baseline", "connected", *[f"storm {n}" for n in range(1, len(rep.storms) + 1)], "closed"]
+    values = [rep.leak[k][key] / scale for k in order if key in rep.leak.get(k, {})]
+    return None, " → ".join(f"{v:,.0f}" for v in values) if values else "—"
+
+
+def slow_text(rep: Report) -> str:
+    if not rep.slow:
+        return "—"
+    codes = ", ".join(f"code {k}: {v}" for k, v in rep.slow_closed.items())
+    return f"{sum(rep.slow_closed.values()):,}" + (f" ({codes})" if codes else "") + f" / {rep.slow_open:,}"
+
+
+ROWS: list[Row] = [
+    ("connections held", "20,000", lambda r: num(r.connected, "{:,.0f} of " + f"{r.clients:,}")),
+    ("connect rate, sockets/s (connect + auth + join, 100 at a time)", "", lambda r: num(r.connect_rate)),
+    ("big room: members joined, joins/s", "10,000", lambda r: (r.big_join_rate,
+                                                              f"{r.big_joined:,} of {r.big_room:,}, "
+                                                              f"{r.big_join_rate:,.0f}/s")),
+    ("server RSS at baseline, MiB", "", lambda r: num(r.rss_baseline_mib, "{:,.1f}")),
+    ("server RSS, all connected, MiB", "≤ 600", lambda r: num(r.rss_connected_mib, "{:,.1f}")),
+    ("server RSS, with the big room, MiB", "≤ 600", lambda r: num(r.rss_big_mib, "{:,.1f}")),
+    ("RSS per idle connection, KiB", "≤ 30", lambda r: num(r.kib_per_conn, "{:,.1f}")),
+    ("/healthz p50 / max, ms (every phase)", "< 100",
+     lambda r: (r.healthz_max_ms, f"{r.healthz_p50_ms:.1f} / {r.healthz_max_ms:,.0f}"
+                                  + (f", {r.healthz_failed} failed" if r.healthz_failed else ""))),
+    ("broadcast to the big room: received / expected", "all",
+     lambda r: (None, f"{r.bc_received:,} / {r.bc_expected:,}")),
+    ("broadcast latency p50 / p99 / max, ms", "p99 ≤ 1,000",
+     lambda r: (r.bc_p99_ms, f"{r.bc_p50_ms:,.0f} / {r.bc_p99_ms:,.0f} / {r.bc_max_ms:,.0f}")),
+    ("storm: seconds until all back (each storm)", "≤ 15", lambda r: storms_text(r, "seconds", "{:.1f}")),
+    ("storm: back of dropped", "all", lambda r: (None, " / ".join(f"{s['back']:,} of {s['dropped']:,}"
+                                                                    for s in r.storms) or "—")),
+    ("storm: attempts refused (each storm)", "0", lambda r: storms_text(r, "refused")),
+    ("storm: attempts failed (each storm)", "0", lambda r: storms_text(r, "failed")),
+    ("storm: workers restarted", "0", lambda r: storms_text(r, "workers_restarted")),
+    ("slow readers: server RSS per slow socket, KiB", "bounded", lambda r: num(r.slow_rss_kib, "{:,.1f}")),
+    ("slow readers: server kernel send queue per slow socket, KiB", "", lambda r: num(r.slow_kernel_kib, "{:,.0f}")),
+    ("slow readers: closed by the server / still open", "",
+     lambda r: (None, slow_text(r))),
+    ("workers' RSS MiB: baseline → connected → storms → closed", "back to baseline",
+     lambda r: leak_text(r, "rss_workers_kib", 1024)),
+    ("workers' open fds: baseline → connected → storms → closed", "back to baseline", lambda r: leak_text(r, "fds")),
+    ("… of which broker (Redis) connections", "", lambda r: leak_text(r, "broker_sockets")),
+    ("sockets the server closed unasked (code: count)", "",
+     lambda r: (None, ", ".join(f"{k}: {v}" for k, v in r.dropped.items()) or "none")),
+    ("client CPU during connect, % of a core (busiest agent)", "", lambda r: num(r.client_cpu_pct)),
+    ("status", "", lambda r: (None, r.status)),
+]
+
+
+def table(reports: list[Report]) -> str:
+    """One row per measure: each implementation side by side, then ours ÷ python-socketio where it is a number."""
+    ours = next((r for r in reports if r.impl == "ours"), None)
+    base = next((r for r in reports if r.impl == "socketio"), None)
+    heads = [LABELS.get(r.impl, r.impl) for r in reports]
+    lines = ["| measure | goal (issue 21) | " + " | ".join(heads) + " | ours ÷ python-socketio |",
+             "|---|---|" + "---|" * len(reports) + "---|"]
+    for label, goal, value in ROWS:
+        cells = [value(r) for r in reports]
+        ratio = "—"
+        if ours is not None and base is not None:
+            a, b = value(ours)[0], value(base)[0]
+            if a is not None and b:
+                ratio = f"{a / b:.2g}x"
+        lines.append(f"| {label} | {goal} | " + " | ".join(text for _, text in cells) + f" | {ratio} |")
+    return "\n".join(lines)
+
+
+def plot(reports: list[Report], path: Path) -> Path | None:
+    """RSS and /healthz over the run's phases, and the headline figures side by side."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(2, 3, figsize=(16, 9), layout="constrained")
+    for n, rep in enumerate(reports):
+        color, label = f"C{n}", LABELS.get(rep.impl, rep.impl)
+        rss = rep.timeline.get("rss", [])
+        axes[0][0].plot([t for t, _, _ in rss], [kib / 1024 for _, _, kib in rss], color=color, label=label)
+        seen: set[str] = set()
+        for t, phase, _ in rss:
+            if phase not in seen:
+                seen.add(phase)
+                axes[0][0].axvline(t, color=color, alpha=0.25, linewidth=0.8)
+                axes[0][0].text(t, 0.01, f" {phase}", rotation=90, fontsize=6, color=color, va="bottom",
+                                transform=axes[0][0].get_xaxis_transform())
+        health = rep.timeline.get("health", [])
+        axes[0][1].scatter([t for t, _, ms in health if ms is not None], [ms for _, _, ms in health if ms is not None],
+                           s=3, color=color, label=label)
+        failed = [t for t, _, ms in health if ms is None]
+        if failed:
+            axes[0][1].scatter(failed, [5000] * len(failed), marker="x", color=color, s=12)
+    axes[0][0].set(title="server RSS (master + workers), MiB", xlabel="s since the first phase")
+    axes[0][1].set(title="/healthz latency, ms (x: failed)", xlabel="s", yscale="log")
+    axes[0][1].axhline(100, color="grey", linestyle="--", linewidth=0.8)
+    for axis in axes[0][:2]:
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
+    names = [LABELS.get(r.impl, r.impl) for r in reports]
+    colors = [f"C{n}" for n in range(len(reports))]
+    bars = [(axes[0][2], [r.kib_per_conn for r in reports], "RSS per idle connection, KiB (goal ≤ 30)", 30.0),
+            (axes[1][0], [r.connect_rate for r in reports], "connect + auth + join, sockets/s", None)]
+    for axis, values, title, goal in bars:
+        axis.bar(names, values, color=colors)
+        axis.set_title(title)
+        if goal:
+            axis.axhline(goal, color="grey", linestyle="--", linewidth=0.8)
+    width = 0.8 / max(1, len(reports))
+    for n, rep in enumerate(reports):
+        xs = [i + (n - (len(reports) - 1) / 2) * width for i in range(len(rep.storms))]
+        axes[1][1].bar(xs, [s["seconds"] for s in rep.storms], width, color=colors[n], label=names[n])
+        axes[1][2].bar([i + (n - (len(reports) - 1) / 2) * width for i in range(3)],
+                       [rep.bc_p50_ms, rep.bc_p99_ms, rep.bc_max_ms], width, color=colors[n], label=names[n])
+    axes[1][1].set(title=f"storm of {reports[0].storm:,}: s until all back (goal ≤ 15)", xlabel="storm")
+    storms = max((len(r.storms) for r in reports), default=0)
+    axes[1][1].set_xticks(range(storms), [str(n + 1) for n in range(storms)])
+    axes[1][1].axhline(15, color="grey", linestyle="--", linewidth=0.8)
+    axes[1][2].set(title=f"broadcast to {reports[0].big_room:,}, ms (goal p99 ≤ 1,000)")
+    axes[1][2].set_xticks(range(3), ["p50", "p99", "max"])
+    axes[1][2].axhline(1000, color="grey", linestyle="--", linewidth=0.8)
+    for axis in (axes[1][1], axes[1][2]):
+        axis.legend(fontsize=8)
+    for axis in (*axes[0][2:], *axes[1]):
+        axis.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{reports[0].clients:,} connections, {reports[0].workers} workers, Redis, one 2-core host")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def measured_commit() -> str:
+    """The template's HEAD, marked when the generated project has uncommitted changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=TEMPLATE, capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + (" + uncommitted changes" if git("status", "--porcelain", "--", "{{cookiecutter.project_slug}}")
+                   else "")
+
+
+def document(reports: list[Report], args: argparse.Namespace, command: str, started: str, commit: str) -> list[str]:
+    return [
+        "# Connection scale benchmark (issue 21)", "",
+        f"Run {started} on {os.cpu_count()} cores, template commit {commit}"
+        + (f" (measured `--project {args.project}`)" if args.project else "") + f": `{command}`.", "",
+        "Servers: 2 gunicorn workers on Redis each (ours: a bake of the template, SQLite store, rate and "
+        "handshake limits raised as in bench/ws_load.py; python-socketio: `bench/peers/socketio_app.py`, "
+        "AsyncRedisManager, uvicorn workers, WebSocket transport). Clients: "
+        f"{args.agents} processes of raw asyncio sockets (bench/wsclient.py) from 127.0.0.2–9, on the same cores.",
+        "",
+        "- **connections held / connect rate**: sockets that connected, authenticated (ours: `auth` frame) and "
+        f"joined their room (client *i* in room *i* mod {args.rooms}), {args.at_once} connecting at a time; rate = "
+        "sockets ÷ the phase's wall time. **big room**: the first clients then join one more room, the same way.",
+        "- **server RSS**: gunicorn master + workers (VmRSS), 3 s after each phase; **per idle connection**: growth "
+        "over the baseline ÷ connections held.",
+        "- **/healthz**: a new HTTP connection from the controller every ~200 ms through every phase (a "
+        "failure: no 200 within 5 s).",
+        f"- **broadcast**: {args.broadcasts} messages, one at a time, from one member to the big room; latency per "
+        "member from the send to its read (one monotonic clock).",
+        "- **storm**: the last clients drop their sockets (RST) all at once and reconnect all at once (ours: auth + "
+        "join with `since` = the last seq seen; socket.io: connect + join), each retrying with backoff (0.5 s "
+        "doubling to 5 s); seconds until the last is back; refused = the server said no (a close code, an HTTP "
+        "status, ECONNREFUSED), failed = timeout or reset; workers restarted = worker pids that changed.",
+        f"- **slow readers**: {args.slow:,} more clients with a 4 KiB receive buffer stop reading, in a room "
+        f"that then gets {args.burst:,} messages of {args.burst_text} characters; RSS per slow socket = the servers' "
+        "peak RSS growth ÷ slow sockets, until the server closed them all (ours: 1013) or "
+        f"{args.slow_wait:.0f} s; closed by the server = what the clients find when they read again.",
+        "- **leaks**: the workers' RSS and open fds at baseline, connected, after each storm, and 3 s after every "
+        "client closed.", "",
+        table(reports), "",
+        *(["Failures: " + "; ".join(f"{LABELS.get(r.impl, r.impl)} connect {r.connect_failures}"
+                                    for r in reports if r.connect_failures), ""]
+          if any(r.connect_failures for r in reports) else []),
+        "/healthz by phase (p50 / max ms, failed):", "",
+        *[f"- {LABELS.get(r.impl, r.impl)}: " + "; ".join(
+            f"{phase} {v['p50']:.0f} / {v['max']:,.0f}" + (f", {v['failed']:.0f} failed" if v["failed"] else "")
+            for phase, v in r.healthz_by_phase.items()) for r in reports], "",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--impl", default=",".join(IMPLS))
+    parser.add_argument("--clients", type=int, default=20_000)
+    parser.add_argument("--storm", type=int, default=10_000, help="clients that drop and reconnect at once")
+    parser.add_argument("--storms", type=int, default=3)
+    parser.add_argument("--rooms", type=int, default=20)
+    parser.add_argument("--big-room", type=int, default=10_000, help="members of the broadcast room")
+    parser.add_argument("--broadcasts", type=int, default=3)
+    parser.add_argument("--slow", type=int, default=200, help="clients that never read")
+    parser.add_argument("--burst", type=int, default=2000, help="messages to the slow readers' room")
+    parser.add_argument("--burst-text", type=int, default=4000, help="characters per burst message (≤ 4,000)")
+    parser.add_argument("--burst-rate", type=float, default=800.0,
+                        help="burst messages per second (under ours' raised rate limit of 1,000/s)")
+    parser.add_argument("--slow-wait", type=float, default=20.0, help="max seconds to watch the slow readers")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--agents", type=int, default=2, help="client processes")
+    parser.add_argument("--at-once", type=int, default=100, help="sockets connecting at a time (all agents)")
+    parser.add_argument("--phase-deadline", type=float, default=600.0)
+    parser.add_argument("--storm-deadline", type=float, default=120.0)
+    parser.add_argument("--deadline", type=float, default=3000.0, help="max seconds per implementation")
+    parser.add_argument("--project", type=Path, help="a baked copy of the template (default: bake one)")
+    parser.add_argument("--peers-python", default=PEERS_PYTHON)
+    parser.add_argument("--no-setup", action="store_true", help="never create the peers' virtualenv")
+    parser.add_argument("--out", default=str(TEMPLATE / "docs" / "benchmarks" / "connections.md"),
+                        help="the report (markdown; .json and .png beside it); '' writes none")
+    parser.add_argument("--json", type=Path, help="the reports as JSON (default: beside --out)")
+    parser.add_argument("--note", default="")
+    parser.add_argument("--commit", help="what the report names as measured (default: the template's HEAD)")
+    args = parser.parse_args()
+    if not 10 <= args.burst_text <= 4000:
+        parser.error("--burst-text: 10 to 4,000 characters (the protocol's limit)")
+
+    limit = raise_nofile()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    commit = args.commit or measured_commit()
+    impls = args.impl.split(",")
+    if "socketio" in impls and not Path(args.peers_python).exists():
+        peers_python(Path(args.peers_python).parent.parent, create=not args.no_setup)
+    reports = []
+    with project(args.project) as baked:
+        for impl in impls:
+            rep = run_case(impl, baked, args)
+            summary = {k: v for k, v in rep.__dict__.items() if k != "timeline"}
+            print(json.dumps(summary), flush=True)
+            reports.append(rep)
+    body = table(reports)
+    print(body)
+    command = "python -m bench.connections " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+        if k in ("impl", "clients", "storm", "big_room", "slow", "burst", "agents") and v is not None)
+    payload = {"started": started, "commit": commit, "nofile": limit, "reports": [r.__dict__ for r in reports],
+               "args": {k: str(v) for k, v in vars(args).items()}}
+    json_path = args.json or (Path(args.out).with_suffix(".json") if args.out else None)
+    if json_path is not None:
+        json_path.write_text(json.dumps(payload, indent=1))
+    if args.out:
+        doc = document(reports, args, command, started, commit)
+        if args.note:
+            doc += [args.note, ""]
+        picture = plot(reports, Path(args.out).with_suffix(".png"))
+        if picture is not None:
+            doc += [f"![RSS and /healthz over the phases, and the headline figures]({picture.name})", ""]
+        Path(args.out).write_text("\n".join(doc))
+
+
+if __name__ == "__main__":
+    main()
