@@ -83,7 +83,8 @@ def test_stack_topology(path: Path) -> None:
     app, proxy = services["app"], services["proxy"]
     assert set(proxy["networks"]) == {"edge"} and proxy["ports"] == ["80:80", "443:443"]
     assert proxy["depends_on"]["app"]["condition"] == "service_healthy"
-    assert proxy["volumes"] == ["./nginx.conf:/etc/nginx/conf.d/default.conf:ro", "./certs:/etc/nginx/certs:ro",
+    assert proxy["volumes"] == ["./nginx-main.conf:/etc/nginx/nginx.conf:ro",
+                                "./nginx.conf:/etc/nginx/conf.d/default.conf:ro", "./certs:/etc/nginx/certs:ro",
                                 "./acme:/var/www/acme:ro"]
     assert set(app["networks"]) == {"edge", "internal"}
     assert app["healthcheck"]["test"][0] == "CMD"
@@ -197,8 +198,36 @@ def test_proxy_config() -> None:
     plain, tls = re.split(r"^server \{$", conf, flags=re.M)[1:]
     assert "listen 80;" in plain and "return 301 https://$host$request_uri;" in plain and "proxy_pass" not in plain
     assert "location ^~ /.well-known/acme-challenge/" in plain
-    assert "listen 443 ssl;" in tls and "ssl_protocols TLSv1.2 TLSv1.3;" in tls and "location ^~ /metrics" in tls
+    assert "listen 443 ssl backlog=4096;" in tls and "ssl_protocols TLSv1.2 TLSv1.3;" in tls
+    assert "location ^~ /metrics" in tls
     assert "ssl_certificate /etc/nginx/certs/fullchain.pem;" in tls and "/etc/nginx/certs/privkey.pem;" in tls
+
+
+def nginx_directive(conf: str, name: str) -> int:
+    found = re.findall(rf"^\s*{name} (\d+);", conf, re.M)
+    assert len(found) == 1, name
+    return int(found[0])
+
+
+@pytest.mark.parametrize("path", STACKS, ids=lambda p: p.stem)
+def test_many_connections_fit_the_limits(path: Path) -> None:
+    """Every service holding client sockets may open tens of thousands of files, and its listen queue
+    is not cut short: the app (gunicorn raises its soft limit to the hard one) and nginx."""
+    services = stack(path)["services"]
+    main = (ROOT / "compose" / "nginx-main.conf").read_text()
+    site = (ROOT / "compose" / "nginx.conf").read_text()
+    for name in ("app", "proxy"):
+        nofile = services[name]["ulimits"]["nofile"]
+        assert nofile["soft"] == nofile["hard"] >= 65536, (name, nofile)
+        assert int(services[name]["sysctls"]["net.core.somaxconn"]) >= 4096, name
+    proxy_files = services["proxy"]["ulimits"]["nofile"]["hard"]
+    # nginx's workers cannot raise their limit past the container's hard one; each connection is a file
+    assert nginx_directive(main, "worker_connections") < nginx_directive(main, "worker_rlimit_nofile") <= proxy_files
+    assert "include /etc/nginx/conf.d/*.conf;" in main, "the site (nginx.conf) is mounted in conf.d"
+    backlog = int(re.search(r"listen 443 ssl backlog=(\d+);", site).group(1))  # type: ignore[union-attr]
+    assert backlog <= int(services["proxy"]["sysctls"]["net.core.somaxconn"])
+    low, high = map(int, services["proxy"]["sysctls"]["net.ipv4.ip_local_port_range"].split())
+    assert low > 443 and high - low > 60000, "upstream ports for tens of thousands of proxied sockets"
 
 
 @pytest.mark.parametrize("path", STACKS, ids=lambda p: p.stem)

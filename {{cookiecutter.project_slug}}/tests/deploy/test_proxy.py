@@ -1,8 +1,9 @@
 """The compose topology run directly: two app replicas behind the stack's nginx config, one broker.
 
-Real nginx (Debian's nginx-light) runs compose/nginx.conf with the compose DNS names swapped for the
-loopback replicas and a certificate from a local CA (trustme) for 127.0.0.1: TLS on one port, the
-redirecting plain HTTP on another; what reaches a client and what reaches the proxy's log is asserted.
+Real nginx (Debian's nginx-light) runs compose/nginx-main.conf and its site compose/nginx.conf with
+the image's paths moved to the test's folder, the compose DNS names swapped for the loopback replicas
+and a certificate from a local CA (trustme) for 127.0.0.1: TLS on one port, the redirecting plain
+HTTP on another; what reaches a client and what reaches the proxy's log is asserted.
 """
 
 from __future__ import annotations
@@ -49,23 +50,30 @@ document.addEventListener("securitypolicyviolation",
 
 def proxy_config(tmp: Path, ports: tuple[int, int], upstreams: list[int], certs: Path) -> Path:
     """compose/nginx.conf with the compose DNS names swapped for the loopback replicas, its two ports
-    ``(https, http)`` on loopback and the mounted folders (certificates, ACME webroot) under ``tmp``."""
+    ``(https, http)`` on loopback and the mounted folders (certificates, ACME webroot) under ``tmp``,
+    included from compose/nginx-main.conf with the image's paths under ``tmp``."""
     site = (ROOT / "compose" / "nginx.conf").read_text()
     site = re.sub(r"^resolver .*;$", "", site, flags=re.M)
     servers = "".join(f"    server 127.0.0.1:{port};\n" for port in upstreams)
     site = re.sub(r"upstream app \{.*?\}", "upstream app {\n" + servers + "}", site, flags=re.S)
-    for old, new in (("listen 443 ssl;", f"listen 127.0.0.1:{ports[0]} ssl;"),
+    for old, new in (("listen 443 ssl backlog=4096;", f"listen 127.0.0.1:{ports[0]} ssl backlog=4096;"),
                      ("listen 80;", f"listen 127.0.0.1:{ports[1]};"), ("/etc/nginx/certs/", f"{certs}/"),
                      ("root /var/www/acme;", f"root {tmp}/acme;"),
                      ("access_log /dev/stdout chat;", f"access_log {tmp}/access.log chat;")):
         assert old in site, old
         site = site.replace(old, new)
+    (tmp / "site.conf").write_text(site)
+    main = (ROOT / "compose" / "nginx-main.conf").read_text()
     kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     temp = "".join(f"    {kind}_temp_path {tmp}/{kind};\n" for kind in kinds)
+    user = "user root;" if os.geteuid() == 0 else ""  # root's workers run as nobody: tmp (0700) unreadable
+    for old, new in (("user nginx;", user), ("pid /run/nginx.pid;", f"pid {tmp}/nginx.pid;"),
+                     ("error_log /var/log/nginx/error.log notice;", f"error_log {tmp}/error.log;"),
+                     ("    include /etc/nginx/conf.d/*.conf;", f"{temp}    include {tmp}/site.conf;")):
+        assert old in main, old
+        main = main.replace(old, new)
     conf = tmp / "nginx.conf"
-    user = "user root;\n" if os.geteuid() == 0 else ""  # root's workers run as nobody: tmp (0700) unreadable
-    conf.write_text(f"{user}worker_processes 1;\nerror_log {tmp}/error.log;\npid {tmp}/nginx.pid;\nevents {{}}\n"
-                    f"http {{\n{temp}{site}\n}}\n")
+    conf.write_text(main)
     return conf
 
 
