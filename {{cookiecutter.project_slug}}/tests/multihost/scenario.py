@@ -43,9 +43,20 @@ def account(http_url: str, username: str) -> str:
     raise AssertionError(f"no token for {username}")
 
 
+class ScenarioClient(ChatClient):
+    """Fails at the first error frame: the scenario sends none that should get one, and a frame the server
+    refused (``rate_limited`` drops it) would otherwise show only as an answer that never comes."""
+
+    async def next_frame(self) -> Frame | bytes:
+        frame = await super().next_frame()
+        if isinstance(frame, dict) and frame.get("type") == "error":
+            raise AssertionError(f"{self.welcome.get('user')} on {self.worker} got an error frame: {frame}")
+        return frame
+
+
 async def connect(host: str, token: str) -> ChatClient:
     # a dead link shows as missing pongs: ping every second, give up after ten (a busy 2-core host is slow)
-    return await ChatClient.connect(f"ws://{host}:8000/ws", token, ping_interval=1, ping_timeout=10)
+    return await ScenarioClient.connect(f"ws://{host}:8000/ws", token, ping_interval=1, ping_timeout=10)
 
 
 def link(switch: str, port: str, state: str) -> None:

@@ -76,16 +76,13 @@ def stop_apps(masters: list[subprocess.Popen[bytes]]) -> None:
             master.kill()
 
 
-#: Open bug (2026-12-04): on the Redis Cluster, once app host 3 is cut off, a `who` on app host 1 gets no
-#: answer within 10 s. It passed earlier the same day; the other backends pass. Kept running, not skipped.
-KNOWN_FAILING = {"redis": "after app host 3 is cut, who on app host 1 is not answered (Redis Cluster; open bug)"}
+#: The scenario's clients post in bursts (alice: 34 frames in about 0.3 s on a fast Redis Cluster), over the
+#: per-socket limit of 30 + 10/s; a frame over it is dropped (one rate_limited error for the flood), so a
+#: `who` went unanswered. Rate limits are tested in tests/chat/test_protocol.py, not here.
+NO_RATE_LIMIT = {"APP_RATE_LIMIT_PER_SECOND": "1000", "APP_RATE_LIMIT_BURST": "1000"}
 
 
-@pytest.mark.parametrize("backend", [
-    pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_FAILING[name], strict=False))
-    if name in KNOWN_FAILING else name
-    for name in distributed_backends()
-])
+@pytest.mark.parametrize("backend", distributed_backends())
 def test_chat_across_hosts_partitions_and_broker_failover(
     backend: str, topology: tuple[Network, services.Brokers, Path]
 ) -> None:
@@ -98,6 +95,7 @@ def test_chat_across_hosts_partitions_and_broker_failover(
         **brokers.layer_env(backend, f"mh{backend}"),
         "FASTAPI_WEBSOCKETS_BACKEND": backend, "APP_ENVIRONMENT": "test", "APP_SECRET_KEY": TEST_SECRET,
         "APP_PRESENCE_INTERVAL_SECONDS": "1", "APP_DATABASE_URL": database, "PYTHONUNBUFFERED": "1",
+        **NO_RATE_LIMIT,
     }
     logs = [root / f"{backend}-{host.name}.log" for host in apps]
     masters = [start_app(host, env, log) for host, log in zip(apps, logs, strict=True)]
