@@ -25,11 +25,24 @@ class RedactTokens(logging.Filter):
         return True
 
 
+class QuietHandshakes(logging.Filter):
+    """uvicorn logs every WebSocket handshake (``"WebSocket /ws" [accepted]``) at INFO on its error logger:
+    an access log line, one per socket, thousands a second in a reconnect storm. Dropped below DEBUG,
+    except for a URL with a query string (a token put in the URL: refused, and logged redacted)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and isinstance(record.msg, str)
+                    and record.msg.startswith('%s - "WebSocket %s"') and isinstance(record.args, tuple)
+                    and len(record.args) >= 2 and "?" not in str(record.args[1]))
+
+
 def configure_logging(settings: Settings) -> None:
     for name in ("uvicorn.error", "uvicorn.access"):  # they log on their own loggers, to gunicorn's handlers
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactTokens) for f in logger.filters):
             logger.addFilter(RedactTokens())
+        if settings.log_level.upper() != "DEBUG" and not any(isinstance(f, QuietHandshakes) for f in logger.filters):
+            logger.addFilter(QuietHandshakes())
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactTokens())
     if settings.json_logs:

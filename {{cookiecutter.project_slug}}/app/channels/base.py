@@ -22,6 +22,7 @@ import msgpack
 from . import tracing
 from .broker import Backoff, require_positive
 from .exceptions import ChannelFull, LayerClosed
+from .local import LocalQueue
 from .named import NamedChannels
 from .names import is_process_local, process_of, validate_channel, validate_group
 from .primitives import BrokerPrimitives
@@ -79,7 +80,7 @@ class BaseChannelLayer(BrokerPrimitives):
         self.serializer = Serializer(max_message_size, symmetric_encryption_keys)
         #: This process's id: the part of its channel names before ``!``.
         self.process_id = secrets.token_hex(8)
-        self._local: dict[str, asyncio.Queue[_Entry]] = {}
+        self._local: dict[str, LocalQueue[_Entry]] = {}
         self._local_groups: dict[str, dict[str, float]] = {}  # group -> {channel: expires_at}
         self._named_receives = NamedChannels(self._receive, self._settle, self.serializer.loads, self._check_open,
                                              self._count_drop, cancel_safe=self.named_reads_cancel_safe)
@@ -236,10 +237,10 @@ class BaseChannelLayer(BrokerPrimitives):
         if self._closed:
             raise LayerClosed(f"{type(self).__name__} is closed; create a new layer")
 
-    def _local_queue(self, channel: str) -> asyncio.Queue[_Entry]:
+    def _local_queue(self, channel: str) -> LocalQueue[_Entry]:
         queue = self._local.get(channel)
         if queue is None:
-            queue = self._local[channel] = asyncio.Queue(self.capacity)
+            queue = self._local[channel] = LocalQueue(self.capacity)
         return queue
 
     def _put_local(self, channel: str, entry: _Entry, *, raise_full: bool = False, park: bool = False) -> None:

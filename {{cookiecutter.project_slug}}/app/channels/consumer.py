@@ -1,9 +1,11 @@
 """Channels-style consumers for FastAPI WebSockets (the only module that imports Starlette).
 
 A consumer owns one socket and one process-local channel. Layer messages are dispatched by
-``type`` (``chat.message`` -> ``chat_message``) in their own task; every outgoing frame goes
-through a bounded queue drained by one writer task, so a client that stops reading is closed
-(1013) instead of stalling its room.
+``type`` (``chat.message`` -> ``chat_message``) in their own task. A frame goes straight to the
+socket when the socket keeps up; when it does not, frames wait in the consumer's backlog, written
+by a task that lives only while there is one, and a backlog past ``send_queue_size`` frames or
+``send_queue_bytes`` bytes closes the connection (1013) instead of stalling its room. A socket
+costs no task of its own beyond the one serving it and the one reading its channel.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import deque
 from typing import Any, ClassVar
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -34,9 +37,14 @@ class AsyncWebSocketConsumer:
 
     #: Groups joined on connect and left on disconnect.
     groups: ClassVar[list[str]] = []
-    #: Outgoing frames queued per connection before it counts as a slow consumer.
+    #: Outgoing frames held for a socket that does not keep up before it counts as a slow consumer.
     send_queue_size: ClassVar[int] = 256
-    #: Most queued text frames sent as one (``join_texts``) when a socket falls behind; 1: never.
+    #: The same bound in bytes (a frame shared by many sockets is one string in memory; each socket
+    #: counts its length). One frame alone may always wait, whatever its size.
+    send_queue_bytes: ClassVar[int] = 1 << 20
+    #: Bytes the server's transport buffers for a socket before frames wait in the backlog.
+    write_buffer_bytes: ClassVar[int] = 16 * 1024
+    #: Most held text frames sent as one (``join_texts``) when a socket falls behind; 1: never.
     batch_frames: ClassVar[int] = 1
 
     def __init__(self, layer: BaseChannelLayer | None = None) -> None:
@@ -45,37 +53,48 @@ class AsyncWebSocketConsumer:
         self.channel_layer = layer
         self.channel_name = ""
         self.joined_groups: set[str] = set()
-        self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.send_queue_size)
+        #: Frames held: a text frame is its ``str`` (shared by every socket it goes to), a binary one its
+        #: ``bytes``, a close frame its ASGI message.
+        self._backlog: deque[str | bytes | dict[str, Any]] = deque()
+        self._backlog_bytes = 0
+        self._writer: asyncio.Task[None] | None = None
+        self._writing = False
+        self._transport: Any = None
+        self._task: asyncio.Task[Any] | None = None
+        self._serving = False
         self._closing = False
+        self._close_sent = False
         self._dropped = False
-        self._reader: asyncio.Task[int] | None = None
 
     async def __call__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
         self.scope = websocket.scope
         self.path_params: dict[str, Any] = websocket.path_params
         self.query_params = websocket.query_params
-        tasks: list[asyncio.Task[None]] = []
+        self._task = asyncio.current_task()
+        self._serving = True
+        layer_reader: asyncio.Task[None] | None = None
         close_code = 1000
         try:
             if self.channel_layer is not None:
                 self.channel_name = await self.channel_layer.new_channel("ws")
-                tasks.append(asyncio.create_task(self._read_layer()))
+                layer_reader = asyncio.create_task(self._read_layer())
                 for group in self.groups:
                     await self.group_add(group)
             await self.connect()
             if websocket.application_state == WebSocketState.CONNECTED:
-                tasks.append(asyncio.create_task(self._write()))
-                self._reader = asyncio.create_task(self._read_socket())
-                close_code = await self._reader
+                close_code = await self._read_socket()
         except WebSocketDisconnect as exc:
             close_code = exc.code
         except asyncio.CancelledError:
             if not self._dropped:
                 raise
+            if self._task is not None:
+                self._task.uncancel()
             close_code = CLOSE_SLOW_CONSUMER
         finally:
-            await cancel_and_wait(tasks)
+            self._serving = False
+            await cancel_and_wait([layer_reader, self._writer])
             await self._leave_all()
             with contextlib.suppress(Exception):
                 await self.disconnect(close_code)
@@ -95,24 +114,22 @@ class AsyncWebSocketConsumer:
 
     async def accept(self, subprotocol: str | None = None) -> None:
         await self.websocket.accept(subprotocol=subprotocol)
+        self._transport = server_transport(websocket_send(self.websocket))
+        if self._transport is not None:
+            with contextlib.suppress(Exception):
+                self._transport.set_write_buffer_limits(high=self.write_buffer_bytes)
+        self._flush_later()  # frames sent before the handshake
 
     async def send(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        """Queue one frame; a full queue closes the connection with 1013."""
-        frame: dict[str, Any] = {"type": "websocket.send"}
-        if bytes_data is not None:
-            frame["bytes"] = bytes_data
-        else:
-            frame["text"] = text_data
-        self._queue(frame)
+        """Send one frame now if the socket keeps up; else hold it (past the bounds: close with 1013)."""
+        if not self._closing:
+            await self._emit(bytes_data if bytes_data is not None else text_data or "")
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        self._closing = True
-        frame = {"type": "websocket.close", "code": code, "reason": reason}
-        try:
-            self._outbox.put_nowait(frame)
-        except asyncio.QueueFull:
-            with contextlib.suppress(Exception):
-                await self.websocket.close(code, reason)
+        if self._closing and (self._close_sent or self._dropped):
+            return
+        self._closing = self._close_sent = True
+        await self._emit({"type": "websocket.close", "code": code, "reason": reason})
 
     async def group_add(self, group: str) -> None:
         assert self.channel_layer is not None, "this consumer has no channel layer"
@@ -149,16 +166,51 @@ class AsyncWebSocketConsumer:
 
     # ------------------------------------------------------------------ internals
 
-    def _queue(self, frame: dict[str, Any]) -> None:
-        if self._closing:
+    def _keeps_up(self) -> bool:
+        """Nothing is held or being written and the transport's buffer is empty: a frame written now
+        leaves in order and at once (the server's ``send`` waits only while its transport is paused,
+        and an empty buffer is never paused)."""
+        return (self._transport is not None and not self._backlog and not self._writing and self._writer is None
+                and self._transport.get_write_buffer_size() == 0)
+
+    async def _emit(self, frame: str | bytes | dict[str, Any]) -> None:
+        if self._keeps_up():
+            self._writing = True
+            try:
+                await self.websocket.send(_message(frame))
+            except Exception as exc:  # the client is gone: its reader sees the disconnect
+                self._gone(exc)
+            finally:
+                self._writing = False
+            self._flush_later()  # frames held while that write was in progress
             return
-        try:
-            self._outbox.put_nowait(frame)
-        except asyncio.QueueFull:
-            logger.warning("closing a slow consumer: %d frames unsent", self._outbox.qsize())
-            self._closing = True
-            self._dropped = True
+        self._backlog.append(frame)
+        if isinstance(frame, dict):  # the close frame: never refused
+            self._flush_later()
+            return
+        self._backlog_bytes += len(frame)
+        if len(self._backlog) > 1 and (len(self._backlog) > self.send_queue_size
+                                       or self._backlog_bytes > self.send_queue_bytes):  # one frame may always wait
+            logger.warning("closing a slow consumer: %d frames (%d bytes) unsent",
+                           len(self._backlog), self._backlog_bytes)
+            self._closing = self._dropped = True
+            self._backlog.clear()
+            self._backlog_bytes = 0
             asyncio.get_running_loop().create_task(self._drop())
+            return
+        self._flush_later()
+
+    def _gone(self, exc: Exception) -> None:
+        logger.debug("a frame could not be sent (%s): the socket is gone", type(exc).__name__)
+        self._closing = True
+        self._backlog.clear()
+        self._backlog_bytes = 0
+
+    def _flush_later(self) -> None:
+        """Start the writer for held frames once the socket is accepted (one writer at a time)."""
+        if (self._backlog and self._writer is None and not self._writing and self._serving
+                and self.websocket.application_state == WebSocketState.CONNECTED):
+            self._writer = asyncio.get_running_loop().create_task(self._write())
 
     async def _drop(self) -> None:
         """Close with 1013 if the socket still takes a frame; either way stop serving it now.
@@ -168,7 +220,7 @@ class AsyncWebSocketConsumer:
         open for as long as the client keeps answering with a zero TCP window. So the transport is
         aborted when the close frame cannot be written, or is still unsent a grace period later.
         """
-        transport = server_transport(websocket_send(self.websocket))
+        transport = self._transport or server_transport(websocket_send(self.websocket))
         sent = False
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1):
@@ -179,32 +231,36 @@ class AsyncWebSocketConsumer:
                 asyncio.get_running_loop().call_later(DROP_GRACE_SECONDS, transport.abort)
             else:
                 transport.abort()
-        if self._reader is not None:
-            self._reader.cancel()
+        if self._serving and self._task is not None:
+            self._task.cancel()
 
     def join_texts(self, texts: list[str]) -> str:
-        """One text frame carrying several queued ones: how is the protocol's choice (see the JSON consumer)."""
+        """One text frame carrying several held ones: how is the protocol's choice (see the JSON consumer)."""
         raise NotImplementedError
 
     async def _write(self) -> None:
-        """Send queued frames in order. Text frames that queued up while the socket was busy leave
-        as one frame (one write, one syscall) when ``batch_frames`` allows it."""
-        held: dict[str, Any] | None = None
-        while True:
-            frame, held = held or await self._outbox.get(), None
-            if self.batch_frames > 1 and frame.get("text") is not None and not self._outbox.empty():
-                texts = [frame["text"]]
-                while len(texts) < self.batch_frames and not self._outbox.empty():
-                    following = self._outbox.get_nowait()
-                    if following.get("text") is None:
-                        held = following
-                        break
-                    texts.append(following["text"])
-                if len(texts) > 1:
-                    frame = {"type": "websocket.send", "text": self.join_texts(texts)}
-            await self.websocket.send(frame)
-            if frame["type"] == "websocket.close":
-                return
+        """Send held frames in order, then end. Text frames that queued up while the socket was busy
+        leave as one frame (one write, one syscall) when ``batch_frames`` allows it."""
+        backlog = self._backlog
+        try:
+            while backlog:
+                frame = backlog.popleft()
+                if isinstance(frame, dict):
+                    backlog.clear()
+                    await self.websocket.send(frame)
+                    return
+                self._backlog_bytes -= len(frame)
+                if isinstance(frame, str) and self.batch_frames > 1 and backlog and isinstance(backlog[0], str):
+                    texts = [frame]
+                    while len(texts) < self.batch_frames and backlog and isinstance(backlog[0], str):
+                        texts.append(backlog.popleft())  # type: ignore[arg-type]
+                        self._backlog_bytes -= len(texts[-1])
+                    frame = self.join_texts(texts)
+                await self.websocket.send(_message(frame))
+        except Exception as exc:
+            self._gone(exc)
+        finally:
+            self._writer = None
 
     async def _read_socket(self) -> int:
         while True:
@@ -231,6 +287,15 @@ class AsyncWebSocketConsumer:
             with contextlib.suppress(Exception):
                 await self.group_discard(group)
         self.channel_layer.release_channel(self.channel_name)
+
+
+def _message(frame: str | bytes | dict[str, Any]) -> dict[str, Any]:
+    """The ASGI message of a held frame."""
+    if isinstance(frame, str):
+        return {"type": "websocket.send", "text": frame}
+    if isinstance(frame, bytes):
+        return {"type": "websocket.send", "bytes": frame}
+    return frame
 
 
 class AsyncJsonWebSocketConsumer(AsyncWebSocketConsumer):

@@ -69,3 +69,73 @@ def test_batching_without_a_batch_framing_is_refused_up_front() -> None:
 
     with pytest.raises(TypeError, match="join_texts"):
         PlainText()
+
+
+class Talker(AsyncJsonWebSocketConsumer):
+    """Answers a frame with ``count`` text frames of ``size`` characters."""
+
+    send_queue_bytes: ClassVar[int] = 1000
+    disconnected_with: int | None = None
+
+    async def receive_json(self, content: Any) -> None:
+        for _ in range(content["count"]):
+            await self.send(text_data="x" * content["size"])
+            if content.get("paced"):
+                await asyncio.sleep(0.001)  # the writer runs between frames
+
+    async def disconnect(self, code: int) -> None:
+        self.disconnected_with = code
+
+
+async def test_a_socket_that_stops_taking_frames_is_dropped_past_its_byte_bound() -> None:
+    """The client takes the first frame and then nothing (its send never returns): what waits for it is bounded
+    in bytes, not frames: 3 more frames of 400 bytes pass the 1,000-byte bound and the consumer stops serving it."""
+    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for event in ({"type": "websocket.connect"}, {"type": "websocket.receive", "text": '{"count": 5, "size": 400, "paced": true}'}):
+        incoming.put_nowait(event)
+    taken: list[dict[str, Any]] = []
+    stalled = asyncio.Event()
+
+    async def send(event: MutableMapping[str, Any]) -> None:
+        taken.append(dict(event))
+        if event["type"] == "websocket.send":
+            stalled.set()
+            await asyncio.Event().wait()  # a client that stopped reading
+
+    consumer = Talker()
+    scope = {"type": "websocket", "path": "/ws", "headers": [], "query_string": b""}
+    await asyncio.wait_for(consumer(WebSocket(scope, incoming.get, send)), 10)
+    assert stalled.is_set()
+    assert consumer.disconnected_with == 1013
+    # the held frames were never written; the 1013 close was tried (it too never returned) and the socket dropped
+    assert [e["type"] for e in taken] == ["websocket.accept", "websocket.send", "websocket.close"]
+    assert taken[-1]["code"] == 1013
+
+
+async def test_a_socket_that_keeps_up_gets_frames_past_the_bound() -> None:
+    """The bound is on what waits, not on what passes: 20 frames of 400 bytes, and one frame over the bound
+    (a frame alone may always wait), reach a reading client."""
+    consumer = Talker()
+    got = await converse_raw(consumer, '{"count": 20, "size": 400, "paced": true}', until=20)
+    assert got == ["x" * 400] * 20 and consumer.disconnected_with == 1000
+    consumer = Talker()
+    got = await converse_raw(consumer, '{"count": 1, "size": 5000}', until=1)
+    assert got == ["x" * 5000] and consumer.disconnected_with == 1000
+
+
+async def converse_raw(consumer: AsyncJsonWebSocketConsumer, text: str, until: int) -> list[str | bytes]:
+    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for event in ({"type": "websocket.connect"}, {"type": "websocket.receive", "text": text}):
+        incoming.put_nowait(event)
+    sent: list[str | bytes] = []
+
+    async def send(event: MutableMapping[str, Any]) -> None:
+        if event["type"] == "websocket.send":
+            sent.append(event.get("text") or event["bytes"])
+            await asyncio.sleep(0)
+            if len(sent) == until:
+                incoming.put_nowait({"type": "websocket.disconnect", "code": 1000})
+
+    scope = {"type": "websocket", "path": "/ws", "headers": [], "query_string": b""}
+    await asyncio.wait_for(consumer(WebSocket(scope, incoming.get, send)), 10)
+    return sent
