@@ -26,6 +26,8 @@ HOST = "127.0.0.1"
 PATHS = {"ours": "/ws", "socketio": "/socket.io/?EIO=4&transport=websocket"}
 #: What a broadcast's text starts with: ``bc:<n>:<monotonic send time>`` (one clock for every process).
 BROADCAST = "bc:"
+#: What a slow readers' burst message starts with (its sender counts them coming back).
+BURST = "slow:"
 
 
 class Closed(ConnectionError):
@@ -112,6 +114,8 @@ class Member(WebSocketClient):
                 self.seq[room] = max(self.seq.get(room, 0), frame["seq"])
                 if frame["text"].startswith(BROADCAST):
                     self.agent.delivered(frame["text"])
+                elif frame["text"].startswith(BURST):
+                    self.agent.burst_seen += 1
             elif kind == "joined":
                 self.seq[frame["room"]] = frame["seq"]
                 self._joined(frame["room"])
@@ -125,6 +129,8 @@ class Member(WebSocketClient):
             event, payload = json.loads(data[2:])
             if event == "message" and payload["text"].startswith(BROADCAST):
                 self.agent.delivered(payload["text"])
+            elif event == "message" and payload["text"].startswith(BURST):
+                self.agent.burst_seen += 1
         elif data.startswith(b"43"):
             self._joined(self.acks.get(int(data[2:data.index(b"[")]), ""))
         elif data.startswith(b"40"):  # the namespace is connected
@@ -164,6 +170,7 @@ class Agent:
         self.deliveries: dict[int, list[float]] = {}
         self.errors: Counter[str] = Counter()
         self.closes: Counter[int] = Counter()
+        self.burst_seen = 0  # burst messages read by the sockets that read
 
     def delivered(self, text: str) -> None:
         _, n, sent = text.split(":", 2)
@@ -313,6 +320,9 @@ class Agent:
         self.members.clear()
         await asyncio.sleep(0.1)
         return {"closed": len(members) - aborted, "aborted": aborted}
+
+    async def progress(self) -> dict[str, Any]:
+        return {"burst_seen": self.burst_seen}
 
     async def counters(self) -> dict[str, Any]:
         """Sockets the server closed unasked, by code, and error frames, since the last call."""

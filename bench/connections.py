@@ -272,6 +272,7 @@ class Report:
     storms: list[dict[str, Any]] = field(default_factory=list)
     slow_rss_kib: float = 0.0  # growth of the servers' RSS at its peak during the burst, per slow socket
     slow_kernel_kib: float = 0.0  # the same of the bytes the kernel queued to send to them
+    burst_read_back: int = 0  # burst messages the sender (a reader) got back by the end of the watch
     slow_closed: dict[str, int] = field(default_factory=dict)
     slow_open: int = 0
     dropped: dict[str, int] = field(default_factory=dict)  # sockets the server closed unasked, by code
@@ -414,16 +415,23 @@ def slow_phase(case: Case, tokens: list[str | None], room: str) -> None:
     answers = agents.call("connect", case.budget(args.phase_deadline), per_agent)
     held = sum(a["ok"] for a in answers)
     before = case.settle(2.0)
-    texts = [f"slow:{i}:".ljust(args.burst_text, "x") for i in range(args.burst)]
+    texts = [f"{conn_agent.BURST}{i}:".ljust(args.burst_text, "x") for i in range(args.burst)]
     agents.one(0, "say", case.budget(60), cid=0, room=room, texts=texts, rate=args.burst_rate)
     peak, queued = before["rss_total_kib"], before["client_send_queue"]
-    until = time.monotonic() + case.budget(args.slow_wait)
-    while time.monotonic() < until:  # the peaks, until the server has closed every slow socket (or the wait ends)
+    until, sent_out = time.monotonic() + case.budget(args.slow_wait), None
+    while time.monotonic() < until:
+        # the peaks, until the server closed every slow socket, or 2 s after the whole burst went out (the sender
+        # read it back), or the wait ends
         now = snapshot(case.server, sockets=True)
         peak, queued = max(peak, now["rss_total_kib"]), max(queued, now["client_send_queue"])
         if now["client_sockets"] <= before["client_sockets"] - held:
             break
+        if sent_out is None and agents.one(0, "progress", 10)["burst_seen"] >= args.burst:
+            sent_out = time.monotonic()
+        if sent_out is not None and time.monotonic() - sent_out > 2:
+            break
         time.sleep(0.2)
+    rep.burst_read_back = agents.one(0, "progress", 10)["burst_seen"]
     rep.slow_rss_kib = (peak - before["rss_total_kib"]) / held if held else 0.0
     rep.slow_kernel_kib = (queued - before["client_send_queue"]) / 1024 / held if held else 0.0
     answers = agents.call("resume", case.budget(60), [{"cids": cids, "timeout": 30.0} for cids in case.split(slow)])
@@ -680,9 +688,11 @@ def document(reports: list[Report], args: argparse.Namespace, command: str, star
         "doubling to 5 s); seconds until the last is back; refused = the server said no (a close code, an HTTP "
         "status, ECONNREFUSED), failed = timeout or reset; workers restarted = worker pids that changed.",
         f"- **slow readers**: {args.slow:,} more clients with a 4 KiB receive buffer stop reading, in a room "
-        f"that then gets {args.burst:,} messages of {args.burst_text} characters; RSS per slow socket = the servers' "
-        "peak RSS growth ÷ slow sockets, until the server closed them all (ours: 1013) or "
-        f"{args.slow_wait:.0f} s; closed by the server = what the clients find when they read again.",
+        f"that then gets {args.burst:,} messages of {args.burst_text} characters ({args.burst_rate:.0f}/s, from a "
+        "member that reads); RSS per slow socket = the servers' peak RSS growth ÷ slow sockets (and the same of "
+        "the bytes the server's kernel queued for them), until the server closed them all (ours: 1013, or an "
+        f"abort), or 2 s after the sender read the whole burst back, or {args.slow_wait:.0f} s; closed by the "
+        "server = what the clients find when they read again.",
         "- **leaks**: the workers' RSS and open fds at baseline, connected, after each storm, and 3 s after every "
         "client closed.", "",
         table(reports), "",
@@ -710,7 +720,7 @@ def main() -> None:
     parser.add_argument("--burst-text", type=int, default=4000, help="characters per burst message (≤ 4,000)")
     parser.add_argument("--burst-rate", type=float, default=800.0,
                         help="burst messages per second (under ours' raised rate limit of 1,000/s)")
-    parser.add_argument("--slow-wait", type=float, default=20.0, help="max seconds to watch the slow readers")
+    parser.add_argument("--slow-wait", type=float, default=60.0, help="max seconds to watch the slow readers")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--agents", type=int, default=2, help="client processes")
     parser.add_argument("--at-once", type=int, default=100, help="sockets connecting at a time (all agents)")

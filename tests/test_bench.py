@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from bench import connections
 from bench.layer_bench import ALL_BACKENDS, broker_answers
 from bench.project import check_project
 from bench.ws_load import Result, plot, table, verdict
@@ -76,6 +77,51 @@ def test_ws_load_short_loses_and_duplicates_nothing(project: Path) -> None:
     assert result["expected"] == 2 * 10 * 10 * 3, result  # 2 rooms of 10, each member hears 30 messages
     assert result["delivered"] == result["expected"], result
     assert result["lost"] == 0 and result["dup"] == 0, result
+
+
+@pytest.mark.slow
+def test_connections_short_connects_reconnects_and_delivers_to_all(project: Path, tmp_path: Path) -> None:
+    """The connections workload at 200 clients, ours only: every phase ran and its counts add up."""
+    if "redis" not in backends_up():
+        pytest.skip("redis does not answer")
+    out = tmp_path / "connections.json"
+    stdout = harness("bench.connections", "--impl", "ours", "--clients", "200", "--storm", "100", "--big-room", "200",
+                     "--storms", "2", "--broadcasts", "1", "--slow", "20", "--burst", "1500", "--slow-wait", "30",
+                     "--deadline", "120", "--no-setup", "--project", str(project), "--out", "", "--json", str(out),
+                     timeout=170)
+    rep = json.loads(out.read_text())["reports"][0]
+    assert rep["status"] == "ok", rep["status"]
+    assert rep["connected"] == 200 and rep["big_joined"] == 200, rep
+    assert rep["connect_rate"] > 0 and rep["kib_per_conn"] > 0, rep
+    assert rep["bc_expected"] == 200 and rep["bc_received"] == 200, rep  # one broadcast, every member had it
+    assert len(rep["storms"]) == 2, rep["storms"]
+    for storm in rep["storms"]:
+        assert storm["dropped"] == storm["back"] == 100 and storm["workers_restarted"] == 0, storm
+    # a 6 MB burst is more than a slow socket's kernel buffer and outbox: ours closes every one of them
+    slow = {k: v for k, v in rep.items() if k.startswith(("slow", "burst")) or k in ("dropped", "error_frames")}
+    assert sum(rep["slow_closed"].values()) == 20 and rep["slow_open"] == 0, slow
+    assert rep["leak"]["closed"]["client_sockets"] == 0, rep["leak"]
+    phases = rep["healthz_by_phase"]
+    assert {"connect", "big room", "broadcast", "storm 1", "storm 2", "slow readers"} <= set(phases), phases
+    assert all(p["samples"] > 0 for p in phases.values()), phases
+    assert "| connections held | 20,000 | 200 of 200 |" in stdout
+
+
+def test_the_connections_table_sets_ours_beside_socketio(tmp_path: Path) -> None:
+    def report(impl: str, rate: float, kib: float) -> connections.Report:
+        rep = connections.Report(impl, 10, 2, 2, 10, 5, 2, 10, 1, connected=10, connect_rate=rate, kib_per_conn=kib)
+        rep.storms = [{"seconds": 1.5, "dropped": 5, "back": 5, "refused": 0, "failed": 1, "workers_restarted": 0}]
+        rep.timeline = {"rss": [(0.0, "idle", 1024), (1.0, "connect", 2048)], "health": [(0.5, "idle", 2.0)]}
+        return rep
+
+    rows = [report("ours", 300.0, 20.0), report("socketio", 100.0, 40.0)]
+    body = connections.table(rows)
+    assert "| connect rate, sockets/s (connect + auth + join, 100 at a time) |  | 300 | 100 | 3x |" in body
+    assert "| RSS per idle connection, KiB | ≤ 30 | 20.0 | 40.0 | 0.5x |" in body
+    assert "| storm: attempts failed (each storm) | 0 | 1 | 1 | 1x |" in body
+    written = connections.plot(rows, tmp_path / "connections.png")
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert written is not None and written.read_bytes().startswith(b"\x89PNG")
 
 
 def test_a_path_that_is_no_bake_is_refused(tmp_path: Path) -> None:
