@@ -18,6 +18,7 @@ from gunicorn.arbiter import Arbiter
 from uvicorn_worker import UvicornWorker
 
 from .lifecycle import run_before_shutdown
+from .logs import quiet_uvicorn
 from .settings import get_settings
 
 
@@ -30,6 +31,10 @@ def ws_limits() -> dict[str, Any]:
 
 
 class GracefulServer(uvicorn.Server):
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        quiet_uvicorn(get_settings())
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
             server.close()
