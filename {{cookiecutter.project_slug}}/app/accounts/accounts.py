@@ -94,9 +94,8 @@ class Accounts:
             username, expires = await self.oidc.verify(token)
             return Identity(username, await self._external_role(username), None, expires)
         claims = decode_token(self.settings, token)
-        account = await self.store.user(claims["sub"])
-        if account is None or account.username != claims["sub"] \
-                or not await self.store.session_valid(str(claims["sid"]), account.username):
+        account = await self.store.session_account(str(claims["sid"]), str(claims["sub"]))
+        if account is None:
             raise InvalidToken("session ended")
         return Identity(account.username, self.role_for(account), str(claims["sid"]), float(claims["exp"]))
 

@@ -18,7 +18,7 @@ class RoomAccess:
 
     async def check_enter(self, room: str, user: str) -> None:
         """Join, who, members and history."""
-        if await self.store.private_room(room) is not None and not await self.store.is_member(room, user):
+        if not await self.store.may_enter(room, user):
             raise Forbidden(f"room {room!r} is private: ask its owner for an invite")
 
     async def check_post(self, room: str, user: str) -> None:

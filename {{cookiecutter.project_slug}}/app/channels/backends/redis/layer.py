@@ -69,6 +69,8 @@ logger = logging.getLogger("app.channels")
 _T = TypeVar("_T")
 INBOX_BATCH = 512
 PIPELINE_BATCH = 512
+#: A batch of group-membership changes: ("zadd" | "zrem", [(key, member, score, ttl), ...]).
+Membership = tuple[str, list[tuple[str, str, int, int]]]
 CLOSE_TIMEOUT = 5.0
 
 
@@ -126,6 +128,10 @@ class RedisChannelLayer(BaseChannelLayer):
             self._pipelined, PIPELINE_BATCH, "Redis auto-pipeline",
             size=lambda call: sum(len(arg) for arg in call[2] if isinstance(arg, bytes)),
         )
+        # Group joins and leaves made together (a reconnect storm: each socket joins its user's and its
+        # session's group) go to Redis as one pipeline, not a round trip each.
+        self._memberships: AutoBatch[Membership] = AutoBatch(self._apply_memberships, PIPELINE_BATCH,
+                                                             "Redis group memberships")
 
     # ------------------------------------------------------------------ commands
 
@@ -280,25 +286,33 @@ class RedisChannelLayer(BaseChannelLayer):
         return int((time.time() + 3 * self.refresh_interval) * 1000)
 
     async def _zadd(self, items: list[tuple[str, str, int, int]]) -> None:
-        """``ZADD key score member`` + ``PEXPIRE key ttl`` for each item, one pipeline per server."""
-        by_client: dict[int, tuple[Client, list[tuple[str, str, int, int]]]] = {}
-        for item in items:
-            client = self._redis.for_key(item[0])
-            by_client.setdefault(id(client), (client, []))[1].append(item)
+        """``ZADD key score member`` + ``PEXPIRE key ttl`` for each item."""
+        await self._memberships.call(("zadd", items))
 
-        async def run(client: Client, batch: list[tuple[str, str, int, int]]) -> None:
+    async def _zrem(self, key: str, member: str) -> None:
+        await self._memberships.call(("zrem", [(key, member, 0, 0)]))
+
+    async def _apply_memberships(self, calls: list[Membership]) -> list[None]:
+        """Every queued ZADD/PEXPIRE and ZREM, in order, one pipeline per server."""
+        by_client: dict[int, tuple[Client, list[tuple[str, tuple[str, str, int, int]]]]] = {}
+        for kind, items in calls:
+            for item in items:
+                client = self._redis.for_key(item[0])
+                by_client.setdefault(id(client), (client, []))[1].append((kind, item))
+
+        async def run(client: Client, batch: list[tuple[str, tuple[str, str, int, int]]]) -> None:
             pipe = client.pipeline(transaction=False)
-            for key, member, score, ttl in batch:
-                pipe.zadd(key, {member: score})
-                pipe.pexpire(key, ttl)
+            for kind, (key, member, score, ttl) in batch:
+                if kind == "zrem":
+                    pipe.zrem(key, member)
+                else:
+                    pipe.zadd(key, {member: score})
+                    pipe.pexpire(key, ttl)
             await pipe.execute()
 
         async with self._op():
             await asyncio.gather(*(run(client, batch) for client, batch in by_client.values()))
-
-    async def _zrem(self, key: str, member: str) -> None:
-        async with self._op():
-            await self._redis.for_key(key).zrem(key, member)
+        return [None] * len(calls)
 
     async def _group_join(self, group: str) -> None:
         await self._group_refresh([group])
@@ -354,6 +368,7 @@ class RedisChannelLayer(BaseChannelLayer):
     async def _close(self) -> None:
         """Returns once every connection of this layer is closed (pops left behind included)."""
         self._pipeline.fail_pending(BrokerUnavailable("the channel layer closed before the command was sent"))
+        self._memberships.fail_pending(BrokerUnavailable("the channel layer closed before the command was sent"))
         # named pops whose receive left end within receive_timeout; what they took goes back first
         deadline = time.monotonic() + self.receive_timeout + CLOSE_TIMEOUT
         while self._leftovers and (left := deadline - time.monotonic()) > 0:
