@@ -91,7 +91,8 @@ async def test_a_socket_that_stops_taking_frames_is_dropped_past_its_byte_bound(
     """The client takes the first frame and then nothing (its send never returns): what waits for it is bounded
     in bytes, not frames: 3 more frames of 400 bytes pass the 1,000-byte bound and the consumer stops serving it."""
     incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    for event in ({"type": "websocket.connect"}, {"type": "websocket.receive", "text": '{"count": 5, "size": 400, "paced": true}'}):
+    request = '{"count": 5, "size": 400, "paced": true}'
+    for event in ({"type": "websocket.connect"}, {"type": "websocket.receive", "text": request}):
         incoming.put_nowait(event)
     taken: list[dict[str, Any]] = []
     stalled = asyncio.Event()
