@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     #: Seconds without any frame from a client before it counts as dead.
     idle_timeout_seconds: float = Field(60.0, gt=0)
     presence_interval_seconds: float = Field(5.0, gt=0)
+    #: Names a ``joined`` or ``members`` frame lists at most (the first by name; ``count`` says how many in all).
+    member_list_limit: int = Field(100, ge=0, le=10_000)
     send_queue_size: int = Field(256, gt=0)
     #: Frames queued for a busy socket leave as one JSON array of up to this many (1: one frame each).
     send_batch_frames: int = Field(64, gt=0)

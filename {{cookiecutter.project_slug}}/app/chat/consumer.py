@@ -271,7 +271,8 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
         stored, last, recovered = await self.service.store.recover(
             ROOM, room, frame.since, self.settings.history_size, self.settings.recovery_limit)
         history = [message_frame(room_message(m)) for m in stored]
-        await self.send_json(joined_frame(room, sorted(self.service.presence.members(room)), history, last, recovered))
+        members, count = self.service.presence.member_view(room, self.settings.member_list_limit)
+        await self.send_json(joined_frame(room, members, count, history, last, recovered))
         for message in feed.start(last):  # live ones that came during the read, after it
             await self._send_message(message)
 
@@ -329,7 +330,8 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
     async def on_who(self, frame: Who) -> None:
         if not await self._may_enter(frame.room):
             return
-        await self.send_json(members_frame(frame.room, sorted(self.service.presence.members(frame.room))))
+        members, count = self.service.presence.member_view(frame.room, self.settings.member_list_limit)
+        await self.send_json(members_frame(frame.room, members, count))
 
     async def on_ping(self, frame: Ping) -> None:
         await self.send_json(pong_frame())

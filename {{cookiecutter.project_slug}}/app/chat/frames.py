@@ -66,21 +66,25 @@ class DirectsFrame(TypedDict):
 
 
 class PresenceFrame(TypedDict):
-    """Someone came to or left a room (changes within 100 ms arrive as one)."""
+    """Someone came to or left a room (changes within 100 ms arrive as one), with the room's member
+    ``count``; a client applies ``joined`` and ``left`` to the members it knows."""
 
     type: Literal["presence"]
     room: str
     joined: Sequence[str]
     left: Sequence[str]
-    members: Sequence[str]
+    count: int
 
 
 class JoinedFrame(TypedDict):
-    """After ``join``: the members, the history (recovered after ``since``) and the room's seq."""
+    """After ``join``: the members (the first ``APP_MEMBER_LIST_LIMIT`` by name of ``count``; ``truncated``
+    when there are more), the history (recovered after ``since``) and the room's seq."""
 
     type: Literal["joined"]
     room: str
     members: list[str]
+    count: int
+    truncated: bool
     history: list[MessageFrame]
     seq: int
     recovered: NotRequired[bool]
@@ -94,11 +98,13 @@ class LeftFrame(TypedDict):
 
 
 class MembersFrame(TypedDict):
-    """After ``who``."""
+    """After ``who``: the members as in ``joined``."""
 
     type: Literal["members"]
     room: str
     members: list[str]
+    count: int
+    truncated: bool
 
 
 class RoomListing(TypedDict):

@@ -1,15 +1,25 @@
 """Who is in which room, across every worker and host, kept with the channel layer alone.
 
-Each worker counts its own connections per room and tells the group ``presence`` whenever a
-room changes, plus a full snapshot every ``interval`` seconds. Every worker merges what it
-hears into a view of all workers; a worker that stops sending (it died) drops out after three
-intervals. A new worker asks the others for their snapshots when it starts.
+Each worker counts its own connections per room. What changed here within ``notify_delay`` goes to
+the group ``presence`` as ONE ``presence.delta`` message (per room the users this worker now has or
+no longer has, per user its open sockets here), numbered by ``seq``; a full snapshot follows every
+``interval`` seconds. Every worker merges what it hears into indexes (presence_index.py) that answer
+who is in a room, how many, a user's rooms and sockets in time of the answer. A delta that skips a
+``seq`` (the broker lost one), or comes from a worker not heard in full yet, makes the receiver ask
+that worker for its snapshot; one older than what is held is dropped. A worker that stops sending
+(it died) drops out after three intervals. A new worker asks the others for their snapshots.
+
+Rolling deploys: the previous version's ``presence.room`` and ``presence.sockets`` messages (and its
+snapshots, which carry no ``seq``) are still applied. A worker of the previous version does not
+understand ``presence.delta`` (it logs it as a bad message) and learns of this version's workers from
+their snapshots, so its view of them lags by up to ``interval`` until it is replaced too.
 
 Watchers of a room hear of its changes at most once per ``notify_delay``, as one change made once
 for all of them: a room that 1,000 people join at once costs 1,000 frames, not a million. A watcher
 may have started (and seen the members) at any moment of that window, so a change names as left
 everyone who was there at any moment of it and is gone, and as joined everyone who was not there
-at some moment of it and is there now.
+at some moment of it and is there now: every user whose membership flipped in the window, by where
+they are at its end. Changes carry the room's member count, never its member list.
 """
 
 from __future__ import annotations
@@ -19,13 +29,14 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Set
 from dataclasses import dataclass
 from typing import Any
 
 from ..channels import BaseChannelLayer, ChannelLayerError
 from ..channels.broker import Backoff
 from ..channels.tasks import cancel_and_wait
+from .presence_index import PresenceIndex
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +48,20 @@ class PresenceChange:
     room: str
     joined: tuple[str, ...]
     left: tuple[str, ...]
-    members: tuple[str, ...]
+    count: int  # the room's members after the change
 
 
 Watcher = Callable[[PresenceChange], Awaitable[None]]
+
+
+@dataclass
+class Peer:
+    """What this worker knows of another one's messages."""
+
+    expires_at: float
+    seq: int | None = None  # the last applied; None: a worker of the previous version
+    complete: bool = False  # a snapshot was applied since the last gap
+    asked_at: float = float("-inf")
 
 
 class Presence:
@@ -50,15 +71,19 @@ class Presence:
         self.worker_id = worker_id
         self.interval = interval
         self.notify_delay = notify_delay
-        self.local: dict[str, Counter[str]] = {}
-        self.remote: dict[str, tuple[float, dict[str, list[str]]]] = {}
+        self.local: dict[str, Counter[str]] = {}  # room -> user -> sockets in it here
         self.local_sockets: Counter[str] = Counter()  # user -> open sockets here
-        self.remote_sockets: dict[str, dict[str, int]] = {}  # worker -> user -> open sockets there
+        self.index = PresenceIndex(self._flipped)  # every worker's view merged, this one's too
+        self.remote: dict[str, Peer] = {}
         self.watchers: dict[str, set[Watcher]] = {}
         self.channel = ""
+        self._seq = time.time_ns()  # increasing across restarts of a worker that keeps its id
         self._tasks: list[asyncio.Task[None]] = []
-        self._unnotified: dict[str, tuple[set[str], set[str]]] = {}  # room -> members (at any, at every) moment
+        self._unnotified: dict[str, set[str]] = {}  # room -> users whose membership flipped in this window
         self._notifier: asyncio.Task[None] | None = None
+        self._out_rooms: dict[str, set[str]] = {}  # room -> users whose presence here changed, not yet sent
+        self._out_sockets: set[str] = set()
+        self._flusher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Join presence; a broker that is down at boot delays that (retried), not the worker's start,
@@ -74,8 +99,7 @@ class Presence:
 
     async def _join(self) -> None:
         await self.layer.group_add(GROUP, self.channel)
-        await self.layer.group_send(GROUP, {"type": "presence.sync", "worker": self.worker_id,
-                                            "reply_to": self.channel})
+        await self.layer.group_send(GROUP, self._sync_request())
 
     async def _join_then_beat(self) -> None:
         backoff = Backoff(0.2, 5.0)
@@ -91,56 +115,38 @@ class Presence:
         await self._heartbeat()
 
     async def stop(self) -> None:
-        await cancel_and_wait([*self._tasks, self._notifier])
-        if self.local and not self.layer.closed:
+        await cancel_and_wait([*self._tasks, self._notifier, self._flusher])
+        if not self.layer.closed:  # an empty snapshot: also what the cancelled flush had not sent yet
             self.local.clear()
             with contextlib.suppress(Exception):
-                await self._broadcast_snapshot()
+                await self.layer.group_send(GROUP, {**self._snapshot(), "sockets": {}})
         with contextlib.suppress(Exception):
             await self.layer.group_discard(GROUP, self.channel)
 
     # ------------------------------------------------------------------ queries
 
-    def members(self, room: str) -> set[str]:
-        users = {user for user, count in self.local.get(room, Counter()).items() if count > 0}
-        now = time.monotonic()
-        for expires_at, rooms in self.remote.values():
-            if expires_at >= now:
-                users.update(rooms.get(room, ()))
-        return users
+    def members(self, room: str) -> Set[str]:
+        """A live read-only set (``in`` and ``len`` in O(1)); copy it to keep it across an await."""
+        return self.index.members(room)
 
-    def rooms_of(self, user: str) -> set[str]:
+    def count(self, room: str) -> int:
+        return self.index.count(room)
+
+    def member_view(self, room: str, limit: int | None) -> tuple[list[str], int]:
+        """The first ``limit`` members by name, and how many there are: O(limit), the sorted list is
+        kept up to date as members come and go, so a burst of joins never sorts the room again."""
+        return self.index.first(room, limit), self.index.count(room)
+
+    def rooms_of(self, user: str) -> frozenset[str]:
         """The rooms ``user`` is in on any socket, on any worker."""
-        rooms = {room for room, counts in self.local.items() if counts.get(user)}
-        now = time.monotonic()
-        for expires_at, remote_rooms in self.remote.values():
-            if expires_at >= now:
-                rooms.update(room for room, users in remote_rooms.items() if user in users)
-        return rooms
+        return self.index.rooms_of(user)
 
     def sockets(self, user: str) -> int:
         """Open sockets of ``user`` on every worker (another worker's count is as fresh as its last message)."""
-        now = time.monotonic()
-        remote = sum(counts.get(user, 0) for worker, counts in self.remote_sockets.items()
-                     if self.remote.get(worker, (0.0, {}))[0] >= now)
-        return self.local_sockets[user] + remote
-
-    async def connected(self, user: str, delta: int) -> None:
-        """A socket of ``user`` opened (+1) or closed (-1) here; the other workers hear of it at once."""
-        self.local_sockets[user] += delta
-        count = self.local_sockets[user]
-        if count <= 0:
-            del self.local_sockets[user]
-        with contextlib.suppress(Exception):  # the heartbeat repeats it if the broker is briefly down
-            await self.layer.group_send(GROUP, {"type": "presence.sockets", "worker": self.worker_id,
-                                                "user": user, "count": max(count, 0)})
+        return self.index.sockets(user)
 
     def rooms(self) -> dict[str, int]:
-        names = set(self.local)
-        for _, rooms in self.remote.values():
-            names.update(rooms)
-        counts = {name: len(self.members(name)) for name in names}
-        return {name: count for name, count in sorted(counts.items()) if count}
+        return self.index.rooms()
 
     # ------------------------------------------------------------------ local changes
 
@@ -155,55 +161,101 @@ class Presence:
                 del self.watchers[room]
 
     async def join(self, room: str, user: str) -> None:
-        await self._change_local(room, user, +1)
+        counts = self.local.setdefault(room, Counter())
+        counts[user] += 1
+        if counts[user] == 1:
+            self.index.set_present(self.worker_id, room, user, True)
+            self._queue(room, user)
 
     async def leave(self, room: str, user: str) -> None:
-        await self._change_local(room, user, -1)
-
-    async def _change_local(self, room: str, user: str, delta: int) -> None:
-        before = self.members(room)
-        counts = self.local.setdefault(room, Counter())
-        counts[user] += delta
-        if counts[user] <= 0:
-            del counts[user]
+        counts = self.local.get(room)
+        if counts is None or user not in counts:
+            return
+        counts[user] -= 1
+        if counts[user] > 0:
+            return
+        del counts[user]
         if not counts:
             del self.local[room]
-        self._notify(room, before)
-        users = sorted(self.local.get(room, ()))
-        with contextlib.suppress(Exception):  # the heartbeat repeats it if the broker is briefly down
-            await self.layer.group_send(
-                GROUP, {"type": "presence.room", "worker": self.worker_id, "room": room, "users": users}
-            )
+        self.index.set_present(self.worker_id, room, user, False)
+        self._queue(room, user)
 
-    # ------------------------------------------------------------------ the view of other workers
+    async def connected(self, user: str, delta: int) -> None:
+        """A socket of ``user`` opened (+1) or closed (-1) here; the other workers hear of it within
+        ``notify_delay``, this worker at once."""
+        self.local_sockets[user] += delta
+        if self.local_sockets[user] <= 0:
+            del self.local_sockets[user]
+        self.index.set_sockets(self.worker_id, user, self.local_sockets.get(user, 0))
+        self._out_sockets.add(user)
+        self._schedule_flush()
 
-    def _snapshot(self) -> dict[str, list[str]]:
-        return {room: sorted(counts) for room, counts in self.local.items()}
+    # ------------------------------------------------------------------ telling the other workers
 
-    async def _broadcast_snapshot(self) -> None:
-        snapshot = {"type": "presence.snapshot", "worker": self.worker_id, "rooms": self._snapshot(),
-                    "sockets": dict(self.local_sockets)}
-        await self.layer.group_send(GROUP, snapshot)
+    def _queue(self, room: str, user: str) -> None:
+        self._out_rooms.setdefault(room, set()).add(user)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        """One broker message per window, whatever happened in it; a lost one is healed by a snapshot."""
+        try:
+            while self._out_rooms or self._out_sockets:
+                await asyncio.sleep(self.notify_delay)
+                rooms, self._out_rooms = self._out_rooms, {}
+                users, self._out_sockets = self._out_sockets, set()
+                self._seq += 1
+                delta = {"type": "presence.delta", "worker": self.worker_id, "channel": self.channel, "seq": self._seq,
+                         "rooms": {room: self._states(room, touched) for room, touched in rooms.items()},
+                         "sockets": {user: self.local_sockets.get(user, 0) for user in users}}
+                try:
+                    await self.layer.group_send(GROUP, delta)
+                except Exception as exc:  # the others see the seq skip and ask for a snapshot
+                    logger.warning("presence: a delta was not sent (%s)", type(exc).__name__)
+        finally:
+            self._flusher = None
+
+    def _states(self, room: str, users: set[str]) -> tuple[list[str], list[str]]:
+        """``users`` split into those in ``room`` here now and those not: states, so a repeat is harmless."""
+        counts = self.local.get(room, Counter())
+        here = [user for user in users if counts.get(user)]
+        return here, [user for user in users if not counts.get(user)]
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {"type": "presence.snapshot", "worker": self.worker_id, "channel": self.channel, "seq": self._seq,
+                "rooms": {room: list(counts) for room, counts in self.local.items()},
+                "sockets": dict(self.local_sockets)}
+
+    def _sync_request(self) -> dict[str, Any]:
+        return {"type": "presence.sync", "worker": self.worker_id, "reply_to": self.channel}
 
     async def _heartbeat(self) -> None:
+        """A snapshot every ``interval``; in between, wakes when a silent worker is due to expire."""
+        next_beat = time.monotonic() + self.interval
         while True:
-            await asyncio.sleep(self.interval)
-            await self._expire()
-            try:
-                await self._broadcast_snapshot()
-            except Exception as exc:
-                logger.warning("presence heartbeat failed: %s", exc)
+            due = min([next_beat, *(peer.expires_at for peer in self.remote.values())])
+            await asyncio.sleep(max(due - time.monotonic(), 0.01))
+            self._expire()
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self.interval
+                try:
+                    await self.layer.group_send(GROUP, self._snapshot())
+                except Exception as exc:
+                    logger.warning("presence heartbeat failed: %s", exc)
 
-    async def _expire(self) -> None:
+    def _expire(self) -> None:
         now = time.monotonic()
-        for worker, (expires_at, rooms) in list(self.remote.items()):
-            if expires_at < now:
-                befores = {room: self.members(room) | set(users) for room, users in rooms.items()}
+        for worker, peer in list(self.remote.items()):
+            if peer.expires_at < now:
                 del self.remote[worker]
-                self.remote_sockets.pop(worker, None)
-                logger.info("presence: worker %s went silent; dropping its %d rooms", worker, len(rooms))
-                for room, before in befores.items():
-                    self._notify(room, before)
+                view = self.index.drop(worker)
+                logger.info("presence: worker %s went silent; dropping its %d rooms", worker,
+                            len(view.rooms) if view else 0)
+
+    # ------------------------------------------------------------------ hearing the other workers
 
     async def _listen(self) -> None:
         while True:
@@ -219,33 +271,64 @@ class Presence:
             return
         kind = message["type"]
         if kind == "presence.sync":
-            await self.layer.send(message["reply_to"], {"type": "presence.snapshot", "worker": self.worker_id,
-                                                        "rooms": self._snapshot(), "sockets": dict(self.local_sockets)})
+            await self.layer.send(message["reply_to"], self._snapshot())
             return
-        _, rooms = self.remote.get(worker, (0.0, {}))
-        if kind == "presence.sockets":
-            self.remote_sockets.setdefault(worker, {})[message["user"]] = int(message["count"])
-            self.remote[worker] = (time.monotonic() + 3 * self.interval, rooms)
+        now = time.monotonic()
+        peer = self.remote.get(worker)
+        if peer is None:
+            peer = self.remote[worker] = Peer(now)
+        peer.expires_at = now + 3 * self.interval
+        seq = message.get("seq")
+        if self._stale(peer, seq, kind):
+            if not peer.complete:  # a snapshot older than a delta already applied: ask again
+                await self._ask(peer, message)
+            return  # older than what is applied
+        if kind == "presence.snapshot":
+            self.index.replace(worker, message["rooms"], message.get("sockets", {}))
+            peer.seq, peer.complete, peer.asked_at = seq, True, float("-inf")  # the next gap may ask at once
+        elif kind == "presence.delta":
+            if not peer.complete or (peer.seq is not None and seq != peer.seq + 1):
+                peer.complete = False
+                await self._ask(peer, message)
+            self._apply_delta(worker, message)
+            peer.seq = seq
+        elif kind == "presence.room":  # the previous version: one room's full list
+            self.index.set_room(worker, message["room"], message["users"])
+        elif kind == "presence.sockets":  # the previous version: one user's sockets
+            self.index.set_sockets(worker, message["user"], int(message["count"]))
+
+    @staticmethod
+    def _stale(peer: Peer, seq: int | None, kind: str) -> bool:
+        """Older than what is applied: a delta up to the last seq, a snapshot before it."""
+        if seq is None or peer.seq is None:
+            return False
+        return seq < peer.seq or (seq == peer.seq and kind == "presence.delta")
+
+    def _apply_delta(self, worker: str, message: dict[str, Any]) -> None:
+        for room, (here, gone) in message["rooms"].items():
+            for user in gone:
+                self.index.set_present(worker, room, user, False)
+            for user in here:
+                self.index.set_present(worker, room, user, True)
+        for user, count in message["sockets"].items():
+            self.index.set_sockets(worker, user, int(count))
+
+    async def _ask(self, peer: Peer, message: dict[str, Any]) -> None:
+        """Ask the worker of ``message`` for its snapshot, again after half an interval without one."""
+        now = time.monotonic()
+        if "channel" not in message or now - peer.asked_at < self.interval / 2:
             return
-        if kind == "presence.snapshot":
-            self.remote_sockets[worker] = {str(u): int(n) for u, n in message.get("sockets", {}).items()}
-        if kind == "presence.snapshot":
-            new_rooms: dict[str, list[str]] = message["rooms"]
-        else:
-            new_rooms = {**rooms, message["room"]: message["users"]}
-            if not message["users"]:
-                del new_rooms[message["room"]]
-        befores = {room: self.members(room) for room in set(rooms) | set(new_rooms)}
-        self.remote[worker] = (time.monotonic() + 3 * self.interval, new_rooms)
-        for room, before in befores.items():
-            self._notify(room, before)
+        peer.asked_at = now
+        with contextlib.suppress(Exception):  # the next heartbeat snapshot heals it as well
+            await self.layer.send(message["channel"], self._sync_request())
 
     # ------------------------------------------------------------------ telling watchers
 
-    def _notify(self, room: str, before: set[str]) -> None:
-        """``room`` may have changed from ``before``; its watchers hear of it within ``notify_delay``."""
-        ever, always = self._unnotified.get(room, (before, before))
-        self._unnotified[room] = (ever | before, always & before)
+    def _flipped(self, room: str, user: str) -> None:
+        """``user`` became or stopped being a member of ``room``: its watchers here hear of it."""
+        if room not in self.watchers:
+            return  # a watcher that starts later reads the members after it started
+        self._unnotified.setdefault(room, set()).add(user)
         if self._notifier is None:
             self._notifier = asyncio.create_task(self._tell_watchers())
 
@@ -254,12 +337,13 @@ class Presence:
             while self._unnotified:
                 await asyncio.sleep(self.notify_delay)
                 unnotified, self._unnotified = self._unnotified, {}
-                for room, (ever, always) in unnotified.items():
-                    after = self.members(room)
-                    joined, left = after - always, ever - after
-                    if joined or left:
-                        await self._tell(PresenceChange(room, tuple(sorted(joined)), tuple(sorted(left)),
-                                                        tuple(sorted(after))))
+                for room, users in unnotified.items():
+                    if room not in self.watchers:
+                        continue
+                    members = self.index.members(room)
+                    joined = tuple(sorted(user for user in users if user in members))
+                    left = tuple(sorted(user for user in users if user not in members))
+                    await self._tell(PresenceChange(room, joined, left, len(members)))
         finally:
             self._notifier = None
 

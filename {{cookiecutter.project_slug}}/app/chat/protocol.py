@@ -181,14 +181,17 @@ def directs_frame(messages: list[frames.DirectFrame], recovered: bool, seq: int)
 
 
 def presence_frame(change: PresenceChange) -> frames.PresenceFrame:
+    """Who came and went, and the room's count: never its member list, so the frame does not grow with the room."""
     return {"type": "presence", "room": change.room, "joined": change.joined, "left": change.left,
-            "members": change.members}
+            "count": change.count}
 
 
-def joined_frame(room: str, members: list[str], history: list[frames.MessageFrame], seq: int,
+def joined_frame(room: str, members: list[str], count: int, history: list[frames.MessageFrame], seq: int,
                  recovered: bool | None = None) -> frames.JoinedFrame:
-    """``seq``: where the room stands (live messages follow it); ``recovered`` answers a join with ``since``."""
-    frame: frames.JoinedFrame = {"type": "joined", "room": room, "members": members, "history": history, "seq": seq}
+    """``members``: the first of the room's ``count`` by name (``Presence.member_view``); ``seq``: where the
+    room stands (live messages follow it); ``recovered`` answers a join with ``since``."""
+    frame: frames.JoinedFrame = {"type": "joined", "room": room, "members": members, "count": count,
+                                 "truncated": len(members) < count, "history": history, "seq": seq}
     if recovered is not None:
         frame["recovered"] = recovered
     return frame
@@ -198,8 +201,9 @@ def left_frame(room: str) -> frames.LeftFrame:
     return {"type": "left", "room": room}
 
 
-def members_frame(room: str, members: list[str]) -> frames.MembersFrame:
-    return {"type": "members", "room": room, "members": members}
+def members_frame(room: str, members: list[str], count: int) -> frames.MembersFrame:
+    """``members``: the first of the room's ``count`` by name, as in ``joined``."""
+    return {"type": "members", "room": room, "members": members, "count": count, "truncated": len(members) < count}
 
 
 def rooms_frame(rooms: dict[str, int]) -> frames.RoomsFrame:

@@ -8,7 +8,7 @@ const state = {
   socket: null,
   rooms: new Set(JSON.parse(sessionStorage.getItem("chat.rooms") || "[]")),
   active: sessionStorage.getItem("chat.active"),
-  members: new Map(),      // room -> [users]
+  members: new Map(),      // room -> {names: Set of the members known here, count: the room's member count}
   typing: new Map(),       // room -> Map(user -> timeout)
   messages: new Map(),     // room -> [elements]
   seqs: new Map(),         // room -> last seq shown (a reload starts over from the latest history)
@@ -156,7 +156,7 @@ const handlers = {
   },
   joined(frame) {
     state.rooms.add(frame.room);
-    state.members.set(frame.room, frame.members);
+    setMembers(frame);
     const list = [];
     const recovering = frame.recovered !== undefined;  // a rejoin with since: history continues what is shown
     if (!recovering) for (const message of frame.history) list.push(messageItem(message));
@@ -186,13 +186,18 @@ const handlers = {
   message(frame) { roomMessage(frame); },
   ack(frame) { settle(frame.client_id, "sent"); },
   presence(frame) {
-    state.members.set(frame.room, frame.members);
+    // the frame names who came and went, not the whole room: applied to the members known here
+    const known = state.members.get(frame.room) || { names: new Set(), count: 0 };
+    for (const user of frame.joined) known.names.add(user);
+    for (const user of frame.left) known.names.delete(user);
+    known.count = frame.count;
+    state.members.set(frame.room, known);
     renderCount(frame.room);
     for (const user of frame.joined) append(frame.room, el("li", "system", `${user} joined`));
     for (const user of frame.left) append(frame.room, el("li", "system", `${user} left`));
     renderMembers();
   },
-  members(frame) { state.members.set(frame.room, frame.members); renderCount(frame.room); renderMembers(); },
+  members(frame) { setMembers(frame); renderCount(frame.room); renderMembers(); },
   typing(frame) {
     const room = state.typing.get(frame.room) || new Map();
     clearTimeout(room.get(frame.from));
@@ -345,14 +350,28 @@ function renderRooms(rooms) {
   $("rooms").replaceChildren(...items);
 }
 
+// joined and members frames list the first members by name (truncated: there are more) and the count
+function setMembers(frame) {
+  const names = new Set(frame.members);
+  if (frame.type === "joined" && state.user) names.add(state.user);  // in the room, even if not in the first ones
+  state.members.set(frame.room, { names, count: Math.max(frame.count, names.size) });
+}
+
 function renderCount(room) {
-  // the rooms list is polled every 10 s; a room we are in knows its members at once
-  const count = (state.members.get(room) || []).length;
+  // the rooms list is polled every 10 s; a room we are in knows its count at once
+  const count = (state.members.get(room) || { count: 0 }).count;
   for (const item of $("rooms").children) if (item.dataset.room === room) item.lastChild.textContent = String(count);
 }
 
+const SHOWN_MEMBERS = 200;  // names listed at most; the rest is "and N more"
+
 function renderMembers() {
-  const users = state.members.get(state.active) || [];
+  const known = state.members.get(state.active) || { names: new Set(), count: 0 };
+  const users = [...known.names].sort().slice(0, SHOWN_MEMBERS);
+  const more = Math.max(known.count - users.length, 0);
+  $("member-count").textContent = state.active ? `(${known.count})` : "";
+  $("members-more").hidden = !more;
+  $("members-more").textContent = more ? `and ${more} more` : "";
   $("members").replaceChildren(...users.map((user) => {
     const item = el("li", "", user === state.user ? `${user} (you)` : user);
     item.dataset.user = user;

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from app.chat.protocol import room_group, user_group
 
 from ..brokers import distributed_backends, layer_config, require_broker
 from ..live_server import LiveServer, live_server, service_env
-from .client import ChatClient, clients_on_distinct_workers
+from .client import ChatClient, Frame, clients_on_distinct_workers
 
 pytestmark = pytest.mark.slow
 
@@ -30,9 +30,9 @@ async def test_room_presence_typing_and_dms_cross_workers(server: LiveServer) ->
     assert alice.worker != bob.worker
     await alice.join("lobby")
     joined = await bob.join("lobby")
-    assert "bob" in joined["members"]
+    assert "bob" in joined["members"] and joined["truncated"] is False
     presence = await alice.expect("presence", lambda f: "bob" in f["joined"])
-    assert presence["members"] == ["alice", "bob"]
+    assert presence["count"] == 2 and "members" not in presence
 
     await bob.send(type="message", room="lobby", text="hello from bob")
     message = await alice.expect("message")
@@ -58,8 +58,71 @@ async def test_room_presence_typing_and_dms_cross_workers(server: LiveServer) ->
     await bob.close()
     await bob_again.close()
     left = await alice.expect("presence", lambda f: "bob" in f["left"])
-    assert left["members"] == ["alice"]
+    assert left["count"] == 1
     for client in (alice, carol):
+        await client.close()
+
+
+@pytest.fixture(params=distributed_backends())
+def two_workers(request: pytest.FixtureRequest, prefix: str, tmp_path: Path) -> Iterator[LiveServer]:
+    """Two gunicorn workers that list 3 names at most in ``joined`` and ``members``."""
+    require_broker(request.param)
+    with live_server(service_env(request.param, prefix, APP_MEMBER_LIST_LIMIT="3"), workers=2,
+                     tmp_path=tmp_path) as running:
+        yield running
+
+
+async def follow(watcher: ChatClient, room: str, known: set[str], until: Callable[[set[str], int], bool]) -> int:
+    """Applies ``presence`` frames to ``known`` as the page does, until ``until(known, count)``; the count."""
+    async with asyncio.timeout(20):
+        while True:
+            frame = await watcher.expect("presence", lambda f: f["room"] == room)
+            known |= set(frame["joined"])
+            known -= set(frame["left"])
+            if until(known, frame["count"]):
+                return int(frame["count"])
+
+
+async def who(client: ChatClient, room: str, count: int) -> Frame:
+    """The ``members`` answer once this client's worker counts ``count`` (the other's deltas come a moment later)."""
+    async with asyncio.timeout(15):
+        while True:
+            await client.send(type="who", room=room)
+            frame = await client.expect("members", lambda f: f["room"] == room)
+            if frame["count"] == count:
+                return frame
+            await asyncio.sleep(0.1)
+
+
+async def test_member_counts_and_deltas_across_two_workers(two_workers: LiveServer) -> None:
+    server = two_workers
+    watcher, first = await clients_on_distinct_workers(server.ws_url, [server.login("wanda"), server.login("m00")])
+    joined = await watcher.join("crowd")
+    assert (joined["members"], joined["count"], joined["truncated"]) == (["wanda"], 1, False)
+    names = [f"m{n:02}" for n in range(12)]
+    clients = [first, *[await ChatClient.connect(server.ws_url, server.login(name)) for name in names[1:]]]
+    await asyncio.gather(*(client.join("crowd") for client in clients))
+    everyone = {"wanda", *names}
+
+    known = {"wanda"}  # what the watcher's page knows: its joined frame, then the deltas
+    assert await follow(watcher, "crowd", known, lambda k, count: count == 13 and k == everyone) == 13
+    for client in (watcher, first):  # each worker: the first 3 names by count of all, on both workers
+        members = await who(client, "crowd", 13)
+        assert (members["members"], members["truncated"]) == (["m00", "m01", "m02"], True)
+    late = await clients[-1].join("crowd")  # a rejoin: the list is the first 3 again, not all 13
+    assert (late["members"], late["count"], late["truncated"]) == (["m00", "m01", "m02"], 13, True)
+
+    gone, staying = clients[1::2], clients[::2]  # first (on the other worker) stays
+    for client in gone:
+        await client.close()
+    remaining = everyone - {names[n] for n in range(1, 12, 2)}
+    assert await follow(watcher, "crowd", known, lambda k, count: count == 7 and k == remaining) == 7
+    assert (await who(first, "crowd", 7))["members"] == ["m00", "m02", "m04"]
+    token = server.login("m00")
+    async with asyncio.timeout(15):  # the HTTP count, from whichever worker answers
+        while {"name": "crowd", "members": 7} not in server.request("GET", "/api/rooms", token=token)[1]:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+    for client in (watcher, *staying):
         await client.close()
 
 
@@ -143,7 +206,8 @@ async def test_two_hosts_share_rooms(request: pytest.FixtureRequest, prefix: str
 async def test_sigterm_closes_with_1001_and_other_workers_keep_serving(server: LiveServer) -> None:
     ivan, judy = await clients_on_distinct_workers(server.ws_url, [server.login("ivan"), server.login("judy")])
     await ivan.join("ops")
-    await judy.join("ops")
+    if "ivan" not in (await judy.join("ops"))["members"]:  # ivan's worker tells the others within 100 ms
+        await judy.expect("presence", lambda f: "ivan" in f["joined"])
     victim = next(pid for pid in server.worker_pids() if str(pid) == ivan.worker.rsplit(":", 1)[1])
     import os
     import signal
