@@ -41,7 +41,7 @@ class Closed(ConnectionError):
 class Member(WebSocketClient):
     """One chat user's socket: authenticates (ours), joins its rooms, records broadcasts and the last seq."""
 
-    __slots__ = ("agent", "cid", "token", "rooms", "seq", "pending", "ready", "acks", "joining", "expected")
+    __slots__ = ("agent", "cid", "token", "rooms", "seq", "pending", "ready", "acks", "joining", "expected", "up")
 
     def __init__(self, agent: Agent, cid: int, token: str | None, rooms: list[str],
                  seq: dict[str, int] | None = None) -> None:
@@ -53,6 +53,11 @@ class Member(WebSocketClient):
         self.acks: dict[int, str] = {}
         self.joining = list(rooms)  # socket.io: joined once its namespace is connected
         self.expected = True  # False while the agent itself drops the socket
+        self.up = False  # connected, authenticated and joined once
+
+    @property
+    def live(self) -> bool:
+        return self.up and not self.closed
 
     def again(self) -> Member:
         """A new socket for the same user, rooms and seqs (a reconnect)."""
@@ -146,7 +151,7 @@ class Member(WebSocketClient):
         if not self.ready.done():
             self.ready.set_exception(Closed(code))
             self.ready.exception()  # retrieved: nobody may be awaiting it (an idle socket the server closed)
-        if self.expected:
+        if self.expected and self.up:  # a socket that never got up is a failed attempt, counted there
             self.agent.closes[code] += 1
 
 
@@ -178,6 +183,7 @@ class Agent:
 
     async def _open(self, member: Member, timeout: float, rcvbuf: int | None = None) -> None:
         """Connect, authenticate and join: done when every room answered (else the socket is dropped)."""
+        self.members[member.cid] = member  # the latest socket of each client, up or not
         try:
             async with asyncio.timeout(timeout):
                 await member.connect(HOST, self.port, PATHS[self.impl], SOURCES[member.cid % len(SOURCES)], rcvbuf)
@@ -186,6 +192,7 @@ class Agent:
             member.expected = False
             member.abort()
             raise
+        member.up = True
 
     # ------------------------------------------------------------------ commands
 
@@ -206,7 +213,6 @@ class Agent:
                     return
                 if pause:  # a client that never reads again
                     member.pause_reading()
-                self.members[cid] = member
 
         await asyncio.gather(*(one(cid, token, rooms) for cid, token, rooms in clients))
         return {"ok": len(clients) - sum(failures.values()), "failures": dict(failures), "start": started,
@@ -226,14 +232,14 @@ class Agent:
                 except Exception as exc:
                     failures[":".join(reason(exc))] += 1
 
-        live = [self.members[c] for c in cids if c in self.members and not self.members[c].closed]
+        live = [self.members[c] for c in cids if c in self.members and self.members[c].live]
         await asyncio.gather(*(one(m) for m in live))
         return {"ok": len(live) - sum(failures.values()), "failures": dict(failures), "start": started,
                 "end": time.monotonic()}
 
     async def say(self, cid: int, room: str, texts: list[str], rate: float = 0.0) -> dict[str, Any]:
         """Send ``texts`` from ``cid`` to ``room``, at most ``rate`` a second (0: at once); ``{t}``: the send time."""
-        member, step = self.members[cid], max(1, int(rate / 10)) if rate else len(texts)
+        member, step = self.members[cid], max(1, int(rate / 10)) if rate else max(1, len(texts))
         started = time.monotonic()
         for n in range(0, len(texts), step):
             if n:
@@ -244,18 +250,22 @@ class Agent:
 
     async def collect(self, n: int, room: str, timeout: float) -> dict[str, Any]:
         """The latencies of broadcast ``n``, once every live member of ``room`` here has it (or at the deadline)."""
-        expected = sum(1 for m in self.members.values() if room in m.rooms and not m.closed)
+        expected = sum(1 for m in self.members.values() if room in m.rooms and m.live)
         deadline = time.monotonic() + timeout
         while len(self.deliveries.get(n, [])) < expected and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         return {"expected": expected, "latencies": self.deliveries.pop(n, [])}
 
     async def storm(self, cids: list[int], timeout: float, attempt_timeout: float) -> dict[str, Any]:
-        """Drop every socket of ``cids`` at once (RST), then reconnect them all at once, each retrying with
-        backoff until it is back (auth + join with ``since``) or the deadline."""
-        old = [self.members.pop(c) for c in cids if c in self.members]
+        """Drop every open socket of ``cids`` at once (RST), then reconnect all of ``cids`` at once (those a
+        previous storm left out too), each retrying with the page's backoff (app.js: 0.25 s doubling to 10 s,
+        jittered; it retries a refusal too) until it is back (auth + join with ``since``) or the deadline."""
+        old = [self.members[c] for c in cids if c in self.members]
+        dropped = 0
         for member in old:
             member.expected = False
+            if member.live:
+                dropped += 1
             member.abort()
         await asyncio.sleep(0.05)  # the aborted transports' connection_lost callbacks run first
         failures: Counter[str] = Counter()
@@ -270,22 +280,22 @@ class Agent:
                     await self._open(fresh, max(0.1, min(attempt_timeout, deadline - time.monotonic())))
                 except Exception as exc:
                     failures[":".join(reason(exc))] += 1
-                    pause = min(5.0, 0.5 * 2 ** attempt) * random.uniform(0.5, 1.0)
+                    pause = min(10.0, 0.25 * 2 ** min(attempt, 6)) * random.uniform(0.5, 1.0)
                     if time.monotonic() + pause >= deadline:
                         return
                     await asyncio.sleep(pause)
                     continue
-                self.members[fresh.cid] = fresh
                 finished.append(time.monotonic())
                 return
 
         await asyncio.gather(*(back(m) for m in old))
-        return {"back": len(finished), "dropped": len(old), "failures": dict(failures), "start": started,
-                "end": max(finished, default=time.monotonic())}
+        end = max(finished) if finished and len(finished) == len(old) else time.monotonic()  # else: not done
+        return {"back": len(finished), "clients": len(old), "dropped": dropped, "failures": dict(failures),
+                "start": started, "end": end}
 
     async def resume(self, cids: list[int], timeout: float) -> dict[str, Any]:
         """Read again on ``cids`` (slow readers): how many the server had closed, by code, and how many are open."""
-        members = [self.members[c] for c in cids if c in self.members]
+        members = [self.members[c] for c in cids if c in self.members and self.members[c].live]
         for member in members:
             member.expected = False  # counted here, not among the sockets closed unasked
             member.resume_reading()
@@ -305,7 +315,7 @@ class Agent:
 
     async def close_all(self, timeout: float) -> dict[str, Any]:
         """A close frame on every open socket; whatever has not closed by the deadline is aborted."""
-        members = list(self.members.values())
+        members = [m for m in self.members.values() if m.live]
         for member in members:
             member.expected = False
             member.close()
@@ -329,7 +339,7 @@ class Agent:
         closes, errors = {str(k): v for k, v in self.closes.items()}, dict(self.errors)
         self.closes.clear()
         self.errors.clear()
-        return {"closes": closes, "errors": errors, "open": sum(not m.closed for m in self.members.values())}
+        return {"closes": closes, "errors": errors, "open": sum(m.live for m in self.members.values())}
 
 
 async def serve(conn: Connection, agent: Agent) -> None:

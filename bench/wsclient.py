@@ -118,9 +118,14 @@ class WebSocketClient(asyncio.Protocol):
         self._request = b""
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.opened is not None and not self.opened.done():
-            self.opened.set_exception(exc or ConnectionResetError("closed during the upgrade"))
+        self._fail_open(exc or ConnectionResetError("closed during the upgrade"))
         self._finish(1006)
+
+    def _fail_open(self, exc: Exception) -> None:
+        """``opened`` fails (marked retrieved: whoever awaited it may have been cancelled already)."""
+        if self.opened is not None and not self.opened.done():
+            self.opened.set_exception(exc)
+            self.opened.exception()
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
@@ -140,9 +145,7 @@ class WebSocketClient(asyncio.Protocol):
         headers = dict(line.split(b":", 1) for line in lines if b":" in line)
         accept = {k.strip().lower(): v.strip() for k, v in headers.items()}.get(b"sec-websocket-accept")
         if not status.startswith(b"HTTP/1.1 101") or accept != accept_key(self._key):
-            error = HandshakeError(status.decode(errors="replace"))
-            if self.opened is not None and not self.opened.done():
-                self.opened.set_exception(error)
+            self._fail_open(HandshakeError(status.decode(errors="replace")))
             self.abort()
             return
         self._upgraded = True
