@@ -7,15 +7,49 @@ instead of quietly in production.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
 def server_transport(send: Any) -> Any:
     """The server transport under an ASGI ``send`` callable, or ``None``.
 
-    ASGI has no "abort" message; uvicorn's protocol objects keep ``.transport``. This follows the
-    bound method and the closures (and ``__wrapped__``/``func``) that middleware wrap ``send`` in.
+    ASGI has no "abort" message; uvicorn's protocol objects keep ``.transport``.
     """
+    protocol = _server_protocol(send)
+    return None if protocol is None else protocol.transport
+
+
+def raw_frame_writer(send: Any) -> Callable[[bytes], bool] | None:
+    """A function that writes a whole, ready-made server frame to uvicorn's ``websockets-sansio``
+    socket, or ``None`` (another server or protocol): the caller then sends through ASGI.
+
+    A server frame is not masked, so one frame's bytes serve every socket it goes to; going around
+    ASGI saves each socket the per-frame work of uvicorn and websockets (encode, frame, join), which
+    is most of a broadcast's cost. The function returns False, writing nothing, once the
+    connection is no longer open (a close sent or received, the client gone).
+    """
+    protocol = _server_protocol(send)
+    conn: Any = getattr(protocol, "conn", None)
+    if protocol is None or not all(hasattr(protocol, name) for name in ("close_sent", "disconnected")) \
+            or type(conn).__module__ != "websockets.server":
+        return None
+    from websockets.protocol import State
+
+    transport = protocol.transport
+
+    def write(frame: bytes) -> bool:
+        if protocol.close_sent or protocol.disconnected or conn.state is not State.OPEN or transport.is_closing():
+            return False
+        transport.write(frame)
+        return True
+
+    return write
+
+
+def _server_protocol(send: Any) -> Any:
+    """The server protocol object (it has ``.transport``) under an ASGI ``send``: this follows the bound
+    method and the closures (and ``__wrapped__``/``func``) that middleware wrap ``send`` in."""
     todo: list[Any] = [send]
     seen: set[int] = set()
     while todo and len(seen) < 32:
@@ -23,9 +57,9 @@ def server_transport(send: Any) -> Any:
         if obj is None or id(obj) in seen:
             continue
         seen.add(id(obj))
-        transport = getattr(getattr(obj, "__self__", None), "transport", None)
-        if callable(getattr(transport, "abort", None)):
-            return transport
+        owner = getattr(obj, "__self__", None)
+        if callable(getattr(getattr(owner, "transport", None), "abort", None)):
+            return owner
         todo.extend(cell.cell_contents for cell in getattr(obj, "__closure__", None) or () if _filled(cell))
         todo.extend(getattr(obj, name) for name in ("__wrapped__", "func") if hasattr(obj, name))
     return None

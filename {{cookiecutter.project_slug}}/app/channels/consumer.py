@@ -15,13 +15,15 @@ import contextlib
 import json
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from . import tracing
-from ._compat import server_transport, websocket_send
+from ._compat import raw_frame_writer, server_transport, websocket_send
 from .base import BaseChannelLayer
+from .frames import frame_of
 from .tasks import cancel_and_wait
 
 logger = logging.getLogger("app.channels.consumer")
@@ -60,6 +62,7 @@ class AsyncWebSocketConsumer:
         self._writer: asyncio.Task[None] | None = None
         self._writing = False
         self._transport: Any = None
+        self._write_frame: Callable[[bytes], bool] | None = None
         self._task: asyncio.Task[Any] | None = None
         self._serving = False
         self._closing = False
@@ -115,6 +118,7 @@ class AsyncWebSocketConsumer:
     async def accept(self, subprotocol: str | None = None) -> None:
         await self.websocket.accept(subprotocol=subprotocol)
         self._transport = server_transport(websocket_send(self.websocket))
+        self._write_frame = raw_frame_writer(websocket_send(self.websocket))
         if self._transport is not None:
             with contextlib.suppress(Exception):
                 self._transport.set_write_buffer_limits(high=self.write_buffer_bytes)
@@ -175,6 +179,8 @@ class AsyncWebSocketConsumer:
 
     async def _emit(self, frame: str | bytes | dict[str, Any]) -> None:
         if self._keeps_up():
+            if self._write_frame is not None and not isinstance(frame, dict) and self._write_frame(frame_of(frame)):
+                return
             self._writing = True
             try:
                 await self.websocket.send(_message(frame))

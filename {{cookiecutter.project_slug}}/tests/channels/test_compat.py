@@ -46,6 +46,49 @@ async def test_server_transport_finds_uvicorns_transport() -> None:
     assert isinstance(transport, asyncio.Transport) and callable(transport.abort)
 
 
+async def test_raw_frame_writer_writes_whole_frames_while_the_socket_is_open() -> None:
+    """Frames made by app/channels/frames.py reach a websockets client as they would through ASGI, in
+    order with ASGI's own; once the server has sent its close frame the writer writes nothing."""
+    import uvicorn
+    import websockets
+
+    from app.channels.frames import frame_of
+
+    after_close: list[bool] = []
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        write = _compat.raw_frame_writer(_compat.websocket_send(websocket))
+        assert write is not None
+        assert write(frame_of("héllo")) and write(frame_of(b"\x00\x01")) and write(frame_of("x" * 70_000))
+        await websocket.send_text("through ASGI")
+        assert write(frame_of("y" * 300))
+        await websocket.close()
+        after_close.append(write(frame_of("too late")))
+
+    port = free_port()
+    config = uvicorn.Config(Starlette(routes=[WebSocketRoute("/ws", endpoint)]), port=port, log_level="warning",
+                            lifespan="off", ws="websockets-sansio")
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers no start event
+            await asyncio.sleep(0.02)
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws", max_size=None) as client:
+            got = [await client.recv() for _ in range(5)]
+            with pytest.raises(websockets.ConnectionClosedOK):
+                await client.recv()
+    finally:
+        server.should_exit = True
+        await serving
+    assert got == ["héllo", b"\x00\x01", "x" * 70_000, "through ASGI", "y" * 300]
+    assert after_close == [False]
+
+
+def test_raw_frame_writer_of_something_else_is_none() -> None:
+    assert _compat.raw_frame_writer(print) is None
+
+
 def test_server_transport_of_something_else_is_none() -> None:
     assert _compat.server_transport(print) is None
 

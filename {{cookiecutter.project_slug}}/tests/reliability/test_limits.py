@@ -150,11 +150,12 @@ async def test_compressed_and_oversized_frames_are_refused_before_they_are_read(
 
 
 async def test_handshakes_per_address_are_rate_limited(tmp_path: Path) -> None:
-    env = service_env("inmemory", "handshakes", APP_HANDSHAKE_RATE_PER_ADDRESS="1")  # burst: 10
+    # burst: 5, then 1 every 2 s: 12 handshakes run out of tokens unless they take over 14 s (a loaded machine)
+    env = service_env("inmemory", "handshakes", APP_HANDSHAKE_RATE_PER_ADDRESS="0.5")
     with live_server(env, workers=1, tmp_path=tmp_path) as server:
         token = server.login("eager")
         codes = []
-        for _ in range(14):
+        for _ in range(12):
             try:
                 client = await ChatClient.connect(server.ws_url, token)
             except ConnectionClosed as exc:
@@ -163,9 +164,9 @@ async def test_handshakes_per_address_are_rate_limited(tmp_path: Path) -> None:
             else:
                 codes.append((1000, "welcome"))
                 await client.close()
-        assert codes.count((1000, "welcome")) >= 10
+        assert codes.count((1000, "welcome")) >= 5
         assert (4008, "too many new connections from your address") in codes
-        await asyncio.sleep(2.5)  # the bucket refills at 1 per second
+        await asyncio.sleep(2.5)  # the bucket refills at 1 per 2 seconds
         client = await ChatClient.connect(server.ws_url, token)
         await client.close()
 
