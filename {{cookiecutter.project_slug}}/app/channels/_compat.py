@@ -47,6 +47,15 @@ def raw_frame_writer(send: Any) -> Callable[[bytes], bool] | None:
     return write
 
 
+def release_handshake(send: Any) -> None:
+    """Let go of the handshake uvicorn's ``websockets-sansio`` protocol keeps after it is done: the
+    parsed request and response (their headers twice over, ~4 KiB a socket). The ASGI scope keeps
+    the request's headers; neither object is read again once the socket is accepted."""
+    protocol = _server_protocol(send)
+    if protocol is not None and getattr(protocol, "handshake_complete", False) and hasattr(protocol, "response"):
+        protocol.request = protocol.response = None
+
+
 def _server_protocol(send: Any) -> Any:
     """The server protocol object (it has ``.transport``) under an ASGI ``send``: this follows the bound
     method and the closures (and ``__wrapped__``/``func``) that middleware wrap ``send`` in."""

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from . import tracing
-from ._compat import raw_frame_writer, server_transport, websocket_send
+from ._compat import raw_frame_writer, release_handshake, server_transport, websocket_send
 from .base import BaseChannelLayer
 from .frames import frame_of
 from .tasks import cancel_and_wait
@@ -57,7 +57,7 @@ class AsyncWebSocketConsumer:
         self.joined_groups: set[str] = set()
         #: Frames held: a text frame is its ``str`` (shared by every socket it goes to), a binary one its
         #: ``bytes``, a close frame its ASGI message.
-        self._backlog: deque[str | bytes | dict[str, Any]] = deque()
+        self._backlog: deque[str | bytes | dict[str, Any]] | None = None  # made when first needed
         self._backlog_bytes = 0
         self._writer: asyncio.Task[None] | None = None
         self._writing = False
@@ -119,6 +119,7 @@ class AsyncWebSocketConsumer:
         await self.websocket.accept(subprotocol=subprotocol)
         self._transport = server_transport(websocket_send(self.websocket))
         self._write_frame = raw_frame_writer(websocket_send(self.websocket))
+        release_handshake(websocket_send(self.websocket))
         if self._transport is not None:
             with contextlib.suppress(Exception):
                 self._transport.set_write_buffer_limits(high=self.write_buffer_bytes)
@@ -190,6 +191,8 @@ class AsyncWebSocketConsumer:
                 self._writing = False
             self._flush_later()  # frames held while that write was in progress
             return
+        if self._backlog is None:
+            self._backlog = deque()
         self._backlog.append(frame)
         if isinstance(frame, dict):  # the close frame: never refused
             self._flush_later()
@@ -200,8 +203,7 @@ class AsyncWebSocketConsumer:
             logger.warning("closing a slow consumer: %d frames (%d bytes) unsent",
                            len(self._backlog), self._backlog_bytes)
             self._closing = self._dropped = True
-            self._backlog.clear()
-            self._backlog_bytes = 0
+            self._forget_backlog()
             asyncio.get_running_loop().create_task(self._drop())
             return
         self._flush_later()
@@ -209,7 +211,12 @@ class AsyncWebSocketConsumer:
     def _gone(self, exc: Exception) -> None:
         logger.debug("a frame could not be sent (%s): the socket is gone", type(exc).__name__)
         self._closing = True
-        self._backlog.clear()
+        self._forget_backlog()
+
+    def _forget_backlog(self) -> None:
+        if self._backlog is not None:
+            self._backlog.clear()  # a writer still holding it stops
+        self._backlog = None
         self._backlog_bytes = 0
 
     def _flush_later(self) -> None:
@@ -248,6 +255,9 @@ class AsyncWebSocketConsumer:
         """Send held frames in order, then end. Text frames that queued up while the socket was busy
         leave as one frame (one write, one syscall) when ``batch_frames`` allows it."""
         backlog = self._backlog
+        if backlog is None:
+            self._writer = None
+            return
         try:
             while backlog:
                 frame = backlog.popleft()
@@ -267,6 +277,8 @@ class AsyncWebSocketConsumer:
             self._gone(exc)
         finally:
             self._writer = None
+            if self._backlog is backlog and not backlog:
+                self._backlog = None
 
     async def _read_socket(self) -> int:
         while True:

@@ -48,16 +48,21 @@ async def test_server_transport_finds_uvicorns_transport() -> None:
 
 async def test_raw_frame_writer_writes_whole_frames_while_the_socket_is_open() -> None:
     """Frames made by app/channels/frames.py reach a websockets client as they would through ASGI, in
-    order with ASGI's own; once the server has sent its close frame the writer writes nothing."""
+    order with ASGI's own; once the server has sent its close frame the writer writes nothing. The
+    handshake's request and response, released after accept, are not needed again."""
     import uvicorn
     import websockets
 
     from app.channels.frames import frame_of
 
     after_close: list[bool] = []
+    released: list[object] = []
 
     async def endpoint(websocket: WebSocket) -> None:
         await websocket.accept()
+        _compat.release_handshake(_compat.websocket_send(websocket))
+        protocol = _compat._server_protocol(_compat.websocket_send(websocket))
+        released.extend([protocol.request, protocol.response])
         write = _compat.raw_frame_writer(_compat.websocket_send(websocket))
         assert write is not None
         assert write(frame_of("héllo")) and write(frame_of(b"\x00\x01")) and write(frame_of("x" * 70_000))
@@ -83,6 +88,7 @@ async def test_raw_frame_writer_writes_whole_frames_while_the_socket_is_open() -
         await serving
     assert got == ["héllo", b"\x00\x01", "x" * 70_000, "through ASGI", "y" * 300]
     assert after_close == [False]
+    assert released == [None, None]  # and the socket served on without them
 
 
 def test_raw_frame_writer_of_something_else_is_none() -> None:
