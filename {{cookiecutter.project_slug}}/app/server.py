@@ -17,6 +17,7 @@ import uvicorn
 from gunicorn.arbiter import Arbiter
 from uvicorn_worker import UvicornWorker
 
+from .channels._compat import lean_websocket_protocol
 from .lifecycle import run_before_shutdown
 from .logs import quiet_uvicorn
 from .settings import get_settings
@@ -45,7 +46,7 @@ class GracefulServer(uvicorn.Server):
 class ChatWorker(UvicornWorker):
     """gunicorn's worker class (``worker_class`` in gunicorn.conf.py)."""
 
-    CONFIG_KWARGS: dict[str, Any] = {"loop": "auto", "http": "auto", "ws": "websockets-sansio", "lifespan": "on",
+    CONFIG_KWARGS: dict[str, Any] = {"loop": "auto", "http": "auto", "ws": lean_websocket_protocol(), "lifespan": "on",
                                      **ws_limits()}
 
     async def _serve(self) -> None:

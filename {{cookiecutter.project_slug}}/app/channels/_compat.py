@@ -56,6 +56,27 @@ def release_handshake(send: Any) -> None:
         protocol.request = protocol.response = None
 
 
+def lean_websocket_protocol() -> type:
+    """uvicorn's ``websockets-sansio`` protocol with a lighter receive queue.
+
+    The protocol keeps its incoming ASGI events in an ``asyncio.Queue`` (four deques and an Event,
+    ~3 KiB a socket); it only calls ``put_nowait``, ``get`` and ``empty``, which ``LocalQueue``
+    has. Given to uvicorn as its ``ws`` class (app/server.py).
+    """
+    import sys
+
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    from .local import LocalQueue
+
+    class LeanWebSocketsSansIOProtocol(WebSocketsSansIOProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.queue = LocalQueue(sys.maxsize)  # type: ignore[assignment]
+
+    return LeanWebSocketsSansIOProtocol
+
+
 def _server_protocol(send: Any) -> Any:
     """The server protocol object (it has ``.transport``) under an ASGI ``send``: this follows the bound
     method and the closures (and ``__wrapped__``/``func``) that middleware wrap ``send`` in."""

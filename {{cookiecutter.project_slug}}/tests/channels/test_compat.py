@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+from typing import Any
 
 import pytest
 from starlette.applications import Starlette
@@ -73,7 +74,7 @@ async def test_raw_frame_writer_writes_whole_frames_while_the_socket_is_open() -
 
     port = free_port()
     config = uvicorn.Config(Starlette(routes=[WebSocketRoute("/ws", endpoint)]), port=port, log_level="warning",
-                            lifespan="off", ws="websockets-sansio")
+                            lifespan="off", ws=_compat.lean_websocket_protocol())  # app/server.py's
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
     try:
@@ -89,6 +90,18 @@ async def test_raw_frame_writer_writes_whole_frames_while_the_socket_is_open() -
     assert got == ["héllo", b"\x00\x01", "x" * 70_000, "through ASGI", "y" * 300]
     assert after_close == [False]
     assert released == [None, None]  # and the socket served on without them
+
+
+async def test_the_lean_protocol_keeps_its_events_in_a_local_queue() -> None:
+    import uvicorn
+
+    from app.channels.local import LocalQueue
+
+    config = uvicorn.Config(Starlette(), ws=_compat.lean_websocket_protocol())
+    config.load()
+    protocol: Any = _compat.lean_websocket_protocol()(config=config, server_state=uvicorn.server.ServerState(),
+                                                       app_state={})
+    assert isinstance(protocol.queue, LocalQueue)
 
 
 def test_raw_frame_writer_of_something_else_is_none() -> None:
