@@ -43,7 +43,9 @@ class Settings(BaseSettings):
     presence_interval_seconds: float = Field(5.0, gt=0)
     #: Names a ``joined`` or ``members`` frame lists at most (the first by name; ``count`` says how many in all).
     member_list_limit: int = Field(100, ge=0, le=10_000)
+    #: Frames / bytes held for a socket that does not keep up before it is closed (1013).
     send_queue_size: int = Field(256, gt=0)
+    send_queue_bytes: int = Field(64 * 1024, gt=0)
     #: Frames queued for a busy socket leave as one JSON array of up to this many (1: one frame each).
     send_batch_frames: int = Field(64, gt=0)
     log_level: str = "INFO"

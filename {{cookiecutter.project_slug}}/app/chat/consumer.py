@@ -74,6 +74,7 @@ logger = logging.getLogger(__name__)
 class ChatConsumer(AsyncJsonWebSocketConsumer):
     def __init__(self, service: ChatService, accounts: Accounts, access: RoomAccess, handshakes: AddressRate) -> None:
         self.send_queue_size = service.settings.send_queue_size  # type: ignore[misc]
+        self.send_queue_bytes = service.settings.send_queue_bytes  # type: ignore[misc]
         self.batch_frames = service.settings.send_batch_frames  # type: ignore[misc]
         super().__init__(service.layer)
         self.service = service
@@ -89,9 +90,11 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
         self.bucket = TokenBucket(self.settings.rate_limit_per_second, self.settings.rate_limit_burst)
         self.strikes = 0
         self.last_seen = time.monotonic()
-        self._idle_task: asyncio.Task[None] | None = None
-        self._timers: list[asyncio.Task[None]] = []
-        self.delivered_jobs = Recent()  # job messages are delivered at least once: drop repeats
+        # timers, not tasks: a task per socket per timer is kilobytes a socket (docs/scaling.md)
+        self._auth_timer: asyncio.TimerHandle | None = None
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._delivered_jobs: Recent | None = None  # job messages are delivered at least once: drop repeats
         self.feeds: dict[str, Feed] = {}  # per room: its messages in seq order, each once (feed.py)
         self.direct_feed = Feed()
         self._fills: dict[str, asyncio.Task[None]] = {}
@@ -111,8 +114,8 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
             await self._refuse("handshake_rate", "too many new connections from your address", CLOSE_LIMIT)
             return
         await self.accept()
-        self._timers.append(asyncio.create_task(self._close_later(
-            self.settings.auth_timeout_seconds, CLOSE_POLICY, "no auth frame in time", "auth_timeout")))
+        self._auth_timer = self._close_later(self.settings.auth_timeout_seconds, CLOSE_POLICY,
+                                             "no auth frame in time", "auth_timeout")
 
     async def _authenticate(self, text_data: str | None) -> None:
         """The first frame: ``{"type": "auth", "token": ...}``; anything else closes with 1008."""
@@ -133,7 +136,8 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
             limit = self.settings.max_connections_per_user
             await self._refuse("too_many_connections", f"{limit} sockets per user at most", CLOSE_LIMIT, accepted=True)
             return
-        self._timers[0].cancel()  # the auth timeout
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
         self.identity, self.user = identity, identity.user
         self.service.connections.add(self)
         # counted before the next await, so two handshakes of one user on this worker cannot both pass the check
@@ -142,23 +146,28 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
         if identity.session is not None:
             await self.group_add(session_group(identity.session))
         CONNECTIONS.inc()
-        self._idle_task = asyncio.create_task(self._drop_when_idle())
-        self._timers.append(asyncio.create_task(self._close_later(
-            identity.expires - time.time(), CLOSE_TOKEN_EXPIRED, "token expired", "token_expired")))
+        self._idle_timer = asyncio.get_running_loop().call_later(self.settings.idle_timeout_seconds, self._check_idle)
+        self._expiry_timer = self._close_later(identity.expires - time.time(), CLOSE_TOKEN_EXPIRED, "token expired",
+                                               "token_expired")
         await self.send_json(welcome_frame(identity.user, identity.role, identity.session, self.service.worker_id,
                                            self.settings.history_size))
 
-    async def _close_later(self, delay: float, code: int, reason: str, what: str) -> None:
-        await asyncio.sleep(max(delay, 0))
-        ERRORS.labels(code=what).inc()
-        await self.close(code, reason)
+    def _close_later(self, delay: float, code: int, reason: str, what: str) -> asyncio.TimerHandle:
+        return asyncio.get_running_loop().call_later(max(delay, 0), self._close_now, code, reason, what)
+
+    def _close_now(self, code: int, reason: str, what: str) -> None:
+        if not self._closing:
+            ERRORS.labels(code=what).inc()
+            asyncio.get_running_loop().create_task(self.close(code, reason))
 
     async def disconnect(self, code: int) -> None:
         if code == CLOSE_SLOW_CONSUMER:
             SLOW_CONSUMERS.inc()
-        for task in [self._idle_task, *self._timers, *self._fills.values()]:
-            if task is not None:
-                task.cancel()
+        for timer in (self._auth_timer, self._expiry_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        for task in self._fills.values():
+            task.cancel()
         if self.user is None or self not in self.service.connections:
             return
         self.service.connections.discard(self)
@@ -183,14 +192,20 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
             await self.accept()
         await self.close(code, reason)
 
-    async def _drop_when_idle(self) -> None:
+    def _check_idle(self) -> None:
+        """Close a socket that sent nothing for ``idle_timeout_seconds``; else look again when it would be."""
         timeout = self.settings.idle_timeout_seconds
-        while True:
-            await asyncio.sleep(timeout / 4)
-            if time.monotonic() - self.last_seen > timeout:
-                ERRORS.labels(code="idle").inc()
-                await self.close(CLOSE_IDLE, "idle timeout")
-                return
+        quiet = time.monotonic() - self.last_seen
+        if quiet >= timeout:
+            self._close_now(CLOSE_IDLE, "idle timeout", "idle")
+        else:
+            self._idle_timer = asyncio.get_running_loop().call_later(timeout - quiet, self._check_idle)
+
+    @property
+    def delivered_jobs(self) -> Recent:
+        if self._delivered_jobs is None:
+            self._delivered_jobs = Recent()
+        return self._delivered_jobs
 
     # ------------------------------------------------------------------ client frames
 
