@@ -313,9 +313,10 @@ class Agent:
         codes = Counter(str(m.close_code) for m in members if m.closed)
         return {"closed": dict(codes), "open": sum(not m.closed for m in members)}
 
-    async def close_all(self, timeout: float) -> dict[str, Any]:
-        """A close frame on every open socket; whatever has not closed by the deadline is aborted."""
-        members = [m for m in self.members.values() if m.live]
+    async def close_all(self, timeout: float, cids: list[int] | None = None) -> dict[str, Any]:
+        """A close frame on every open socket (of ``cids``); whatever has not closed by the deadline is aborted."""
+        chosen = self.members if cids is None else {c: self.members[c] for c in cids if c in self.members}
+        members = [m for m in chosen.values() if m.live]
         for member in members:
             member.expected = False
             member.close()
@@ -327,7 +328,8 @@ class Agent:
             if not member.closed:
                 aborted += 1
                 member.abort()
-        self.members.clear()
+        for cid in list(chosen):
+            del self.members[cid]
         await asyncio.sleep(0.1)
         return {"closed": len(members) - aborted, "aborted": aborted}
 

@@ -1,11 +1,12 @@
 """Connection scale (issue 21): this project's chat vs python-socketio + AsyncRedisManager, on Redis.
 
     python -m bench.connections --clients 20000 --storm 10000        # the issue's scale, both implementations
-    python -m bench.connections --clients 200 --storm 100 --slow 50 --impl ours --out ''   # tests/test_bench.py
+    python -m bench.connections --impl ours --clients 200 --storm 100 --big-room 200 --slow 20 --out ''   # a smoke run
 
 Per implementation, one bounded case against real servers (gunicorn, ``--workers`` workers, its own Redis
 prefix and SQLite file), the clients in ``--agents`` processes of lean sockets (bench/wsclient.py,
-bench/conn_agent.py) spread over 127.0.0.2-9, in phases:
+bench/conn_agent.py) spread over 127.0.0.2-9, in phases (in this order: connect, big room, broadcast, slow
+readers, storms, close):
 
 1. connect: ``--clients`` sockets, ``--at-once`` (100) connecting at a time, each connect + auth + join
    (client *i* in room *i* mod ``--rooms``); then ``big room``: the first ``--big-room`` clients join one
@@ -13,11 +14,12 @@ bench/conn_agent.py) spread over 127.0.0.2-9, in phases:
 2. server RSS (gunicorn master + workers) before connecting, after connect, after the big room;
 3. ``/healthz`` timed every ~200 ms over a fresh connection from this process, in every phase;
 4. broadcast: ``--broadcasts`` messages, one at a time, to the big room, timed until every member has it;
-5. storms: the last ``--storm`` clients drop (RST) and reconnect all at once (ours: auth + join with
-   ``since`` = the last seq they saw; socket.io: connect + join), each retrying with backoff; ``--storms`` times;
-6. slow readers: ``--slow`` more clients with a 4 KiB receive buffer that never read, in a room that gets
+5. slow readers: ``--slow`` more clients with a 4 KiB receive buffer that never read, in a room that gets
    ``--burst`` messages: the servers' RSS growth per slow socket, and how many the server closed;
-7. leaks: the workers' RSS and open fds at baseline, connected, after each storm and after every client closed.
+6. storms: the last ``--storm`` clients drop (RST) and reconnect all at once (ours: auth + join with
+   ``since`` = the last seq they saw; socket.io: connect + join), each retrying with backoff; ``--storms`` times;
+7. leaks: the workers' RSS, open fds and broker connections at baseline, connected, after each storm and
+   after every client closed; what the servers logged (tracebacks, exceptions), the log then removed.
 
 Every phase has a deadline, the servers' process groups are killed and their Redis keys and databases
 removed whatever happens. Writes ``--out`` (markdown), its ``.json`` and ``.png`` beside it.
@@ -31,6 +33,7 @@ import http.client
 import json
 import multiprocessing
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -280,6 +283,7 @@ class Report:
     dropped_by_phase: dict[str, dict[str, int]] = field(default_factory=dict)
     error_frames: dict[str, int] = field(default_factory=dict)
     leak: dict[str, dict[str, Any]] = field(default_factory=dict)
+    server_log: dict[str, Any] = field(default_factory=dict)  # tracebacks, exceptions, warnings (log_summary)
     timeline: dict[str, list[Any]] = field(default_factory=dict)
 
 
@@ -293,6 +297,29 @@ def merge(counters: list[dict[str, int]]) -> dict[str, int]:
     for counter in counters:
         total.update(counter)
     return dict(total)
+
+
+EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Timeout)): ?(.{0,120})")
+WARNING = re.compile(r" WARNING \[\d+\] ([\w.]+): (\D{0,60})")
+
+
+def log_summary(path: Path) -> dict[str, Any]:
+    """What the servers logged that a reader of the table should know: tracebacks, the commonest exceptions
+    and warnings (numbers stripped, so alike lines count together), and the log's size."""
+    exceptions: Counter[str] = Counter()
+    warnings: Counter[str] = Counter()
+    tracebacks = 0
+    with contextlib.suppress(OSError), path.open(errors="replace") as log:
+        for line in log:
+            if line.startswith("Traceback"):
+                tracebacks += 1
+            elif match := EXCEPTION.match(line):
+                exceptions[re.sub(r"\d+(\.\d+)?", "N", f"{match[1]}: {match[2]}".strip())] += 1
+            elif match := WARNING.search(line):
+                warnings[f"{match[1]}: {match[2].strip()}"] += 1
+    size = path.stat().st_size if path.exists() else 0
+    return {"bytes": size, "tracebacks": tracebacks, "exceptions": dict(exceptions.most_common(5)),
+            "warnings": dict(warnings.most_common(5))}
 
 
 def seed(server: Server, names: list[str]) -> list[str]:
@@ -459,6 +486,8 @@ def slow_phase(case: Case, tokens: list[str | None], room: str) -> None:
     answers = agents.call("resume", case.budget(60), [{"cids": cids, "timeout": 30.0} for cids in case.split(slow)])
     rep.slow_closed = merge([a["closed"] for a in answers])
     rep.slow_open = sum(a["open"] for a in answers)
+    agents.call("close_all", case.budget(60), [{"timeout": 10.0, "cids": cids + ([cid] if i == sender else [])}
+                                               for i, cids in enumerate(case.split(slow))])
 
 
 def drive(case: Case, tokens: list[str | None]) -> None:
@@ -473,10 +502,10 @@ def drive(case: Case, tokens: list[str | None]) -> None:
         big_room_phase(case, f"big{run}")
         if args.broadcasts:
             broadcast_phase(case, f"big{run}")
+    if rep.slow:  # before the storms: on a server that a storm may have left behind, it would measure that
+        slow_phase(case, tokens, f"slow{run}")
     for n in range(1, args.storms + 1 if rep.storm else 1):
         storm_phase(case, n)
-    if rep.slow:
-        slow_phase(case, tokens, f"slow{run}")
     case.phase("close")
     case.agents.call("close_all", case.budget(60), [{"timeout": 10.0}] * len(case.agents))
     rep.leak["closed"] = case.settle(3.0)
@@ -508,6 +537,9 @@ def run_case(impl: str, baked: Path, args: argparse.Namespace) -> Report:
         if agents is not None:
             agents.close()
         server.kill()
+        rep.server_log = log_summary(server.log)
+        if not args.keep_logs:
+            server.log.unlink(missing_ok=True)
         cleanup_redis(prefix)
         for path in Path(tempfile.gettempdir()).glob(f"{database(prefix).name}*"):
             path.unlink(missing_ok=True)
@@ -547,9 +579,17 @@ def storm_seconds(rep: Report) -> tuple[float | None, str]:
 
 
 def leak_text(rep: Report, key: str, scale: float = 1.0) -> tuple[float | None, str]:
-    order = ["baseline", "connected", *[f"storm {n}" for n in range(1, len(rep.storms) + 1)], "closed"]
+    order = ["baseline", "connected", "big room", *[f"storm {n}" for n in range(1, len(rep.storms) + 1)], "closed"]
     values = [rep.leak[k][key] / scale for k in order if key in rep.leak.get(k, {})]
     return None, " → ".join(f"{v:,.0f}" for v in values) if values else "—"
+
+
+def log_text(rep: Report) -> str:
+    log = rep.server_log
+    if not log:
+        return "—"
+    top = next(iter(log.get("exceptions", {}).items()), None)
+    return f"{log['tracebacks']:,}" + (f" ({top[0]} × {top[1]:,})" if top else "")
 
 
 def slow_text(rep: Report) -> str:
@@ -586,13 +626,14 @@ ROWS: list[Row] = [
     ("slow readers: server kernel send queue per slow socket, KiB", "", lambda r: num(r.slow_kernel_kib, "{:,.0f}")),
     ("slow readers: closed by the server / still open", "",
      lambda r: (None, slow_text(r))),
-    ("workers' RSS MiB: baseline → connected → storms → closed", "back to baseline",
+    ("workers' RSS MiB: baseline → connected → big room → storms → closed", "back to baseline",
      lambda r: leak_text(r, "rss_workers_kib", 1024)),
-    ("workers' open fds: baseline → connected → storms → closed", "back to baseline", lambda r: leak_text(r, "fds")),
+    ("workers' open fds: same points", "back to baseline", lambda r: leak_text(r, "fds")),
     ("… of which broker (Redis) connections", "", lambda r: leak_text(r, "broker_sockets")),
     ("sockets the server closed unasked (phase: code × count)", "",
      lambda r: (None, "; ".join(f"{phase}: " + ", ".join(f"{k} × {v:,}" for k, v in codes.items())
                                 for phase, codes in r.dropped_by_phase.items()) or "none")),
+    ("server log: tracebacks (commonest exception)", "0", lambda r: (None, log_text(r))),
     ("client CPU during connect, % of a core (busiest agent)", "", lambda r: num(r.client_cpu_pct)),
     ("status", "", lambda r: (None, r.status)),
 ]
@@ -612,7 +653,8 @@ def table(reports: list[Report]) -> str:
             a, b = value(ours)[0], value(base)[0]
             if a is not None and b:
                 ratio = f"{a / b:.2g}x"
-        lines.append(f"| {label} | {goal} | " + " | ".join(text for _, text in cells) + f" | {ratio} |")
+        lines.append(f"| {label} | {goal} | " + " | ".join(text.replace("|", "\\|") for _, text in cells)
+                     + f" | {ratio} |")
     return "\n".join(lines)
 
 
@@ -720,8 +762,11 @@ def document(reports: list[Report], args: argparse.Namespace, command: str, star
         "the bytes the server's kernel queued for them), until the server closed them all (ours: 1013, or an "
         f"abort), or 2 s after the sender read the whole burst back, or {args.slow_wait:.0f} s; closed by the "
         "server = what the clients find when they read again.",
-        "- **leaks**: the workers' RSS and open fds at baseline, connected, after each storm, and 3 s after every "
-        "client closed.", "",
+        "- **leaks**: the workers' RSS, open fds and broker connections at baseline, connected, with the big room, "
+        "after each storm, and 3 s after every client closed.",
+        "- **server log**: tracebacks the servers logged, and the commonest exception (numbers as N).",
+        "- Phases run in this order: connect, big room, broadcast, slow readers (their sockets closed after), "
+        "storms, close.", "",
         table(reports), "",
         *(["Failures: " + "; ".join(f"{LABELS.get(r.impl, r.impl)} connect {r.connect_failures}"
                                     for r in reports if r.connect_failures), ""]
@@ -761,6 +806,7 @@ def main() -> None:
                         help="the report (markdown; .json and .png beside it); '' writes none")
     parser.add_argument("--json", type=Path, help="the reports as JSON (default: beside --out)")
     parser.add_argument("--note", default="")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs (default: summarised)")
     parser.add_argument("--commit", help="what the report names as measured (default: the template's HEAD)")
     args = parser.parse_args()
     if not 10 <= args.burst_text <= 4000:

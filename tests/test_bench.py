@@ -102,6 +102,7 @@ def test_connections_short_connects_reconnects_and_delivers_to_all(project: Path
     slow = {k: v for k, v in rep.items() if k.startswith(("slow", "burst")) or k in ("dropped", "error_frames")}
     assert sum(rep["slow_closed"].values()) == 20 and rep["slow_open"] == 0, slow
     assert rep["leak"]["closed"]["client_sockets"] == 0, rep["leak"]
+    assert rep["server_log"]["tracebacks"] == 0, rep["server_log"]
     phases = rep["healthz_by_phase"]
     assert {"connect", "big room", "broadcast", "storm 1", "storm 2", "slow readers"} <= set(phases), phases
     assert all(p["samples"] > 0 for p in phases.values()), phases
