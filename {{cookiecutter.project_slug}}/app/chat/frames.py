@@ -66,8 +66,9 @@ class DirectsFrame(TypedDict):
 
 
 class PresenceFrame(TypedDict):
-    """Someone came to or left a room (changes within 100 ms arrive as one), with the room's member
-    ``count``; a client applies ``joined`` and ``left`` to the members it knows."""
+    """Someone came to or left a room (changes within 100 ms, longer in a crowded room, arrive as one, naming
+    at most 100 users each way), with the room's member ``count``; a client applies ``joined`` and ``left``
+    to the members it knows."""
 
     type: Literal["presence"]
     room: str

@@ -15,7 +15,10 @@ understand ``presence.delta`` (it logs it as a bad message) and learns of this v
 their snapshots, so its view of them lags by up to ``interval`` until it is replaced too.
 
 Watchers of a room hear of its changes at most once per ``notify_delay``, as one change made once
-for all of them: a room that 1,000 people join at once costs 1,000 frames, not a million. A watcher
+for all of them: a room that 1,000 people join at once costs 1,000 frames, not a million. A room
+watched by many sockets here waits longer (one frame per watcher per window is the cost): the
+window grows with its watchers past ``WATCHERS_PER_WINDOW``, up to ``interval``; a change names at
+most ``NAMES_PER_CHANGE`` users each way (its count is always exact). A watcher
 may have started (and seen the members) at any moment of that window, so a change names as left
 everyone who was there at any moment of it and is gone, and as joined everyone who was not there
 at some moment of it and is there now: every user whose membership flipped in the window, by where
@@ -41,6 +44,10 @@ from .presence_index import PresenceIndex
 logger = logging.getLogger(__name__)
 
 GROUP = "presence"
+#: A room watched by more sockets than this (here) hears of changes less often, in proportion.
+WATCHERS_PER_WINDOW = 20
+#: The most names a presence change lists as joined, and as left.
+NAMES_PER_CHANGE = 100
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: one change, encoded once for all its watchers
@@ -80,6 +87,7 @@ class Presence:
         self._seq = time.time_ns()  # increasing across restarts of a worker that keeps its id
         self._tasks: list[asyncio.Task[None]] = []
         self._unnotified: dict[str, set[str]] = {}  # room -> users whose membership flipped in this window
+        self._due: dict[str, float] = {}  # room -> when its watchers hear of what flipped
         self._notifier: asyncio.Task[None] | None = None
         self._out_rooms: dict[str, set[str]] = {}  # room -> users whose presence here changed, not yet sent
         self._out_sockets: set[str] = set()
@@ -328,22 +336,32 @@ class Presence:
         """``user`` became or stopped being a member of ``room``: its watchers here hear of it."""
         if room not in self.watchers:
             return  # a watcher that starts later reads the members after it started
-        self._unnotified.setdefault(room, set()).add(user)
+        if room not in self._unnotified:
+            self._unnotified[room] = set()
+            self._due[room] = time.monotonic() + self._window(room)
+        self._unnotified[room].add(user)
         if self._notifier is None:
             self._notifier = asyncio.create_task(self._tell_watchers())
+
+    def _window(self, room: str) -> float:
+        """How long a room's changes gather before its watchers here hear of them."""
+        watchers = len(self.watchers.get(room, ()))
+        return min(self.interval, self.notify_delay * max(1.0, watchers / WATCHERS_PER_WINDOW))
 
     async def _tell_watchers(self) -> None:
         try:
             while self._unnotified:
                 await asyncio.sleep(self.notify_delay)
-                unnotified, self._unnotified = self._unnotified, {}
-                for room, users in unnotified.items():
+                now = time.monotonic()
+                for room in [room for room, due in self._due.items() if due <= now]:
+                    users = self._unnotified.pop(room)
+                    del self._due[room]
                     if room not in self.watchers:
                         continue
                     members = self.index.members(room)
-                    joined = tuple(sorted(user for user in users if user in members))
-                    left = tuple(sorted(user for user in users if user not in members))
-                    await self._tell(PresenceChange(room, joined, left, len(members)))
+                    joined = sorted(user for user in users if user in members)[:NAMES_PER_CHANGE]
+                    left = sorted(user for user in users if user not in members)[:NAMES_PER_CHANGE]
+                    await self._tell(PresenceChange(room, tuple(joined), tuple(left), len(members)))
         finally:
             self._notifier = None
 

@@ -13,7 +13,7 @@ import pytest
 
 from app.channels import BaseChannelLayer
 from app.channels.config import build_layer
-from app.chat.presence import GROUP, Presence, PresenceChange, Watcher
+from app.chat.presence import GROUP, NAMES_PER_CHANGE, WATCHERS_PER_WINDOW, Presence, PresenceChange, Watcher
 
 
 @pytest.fixture
@@ -99,7 +99,25 @@ async def test_a_burst_of_joins_is_one_change_shared_by_every_watcher(presence: 
     assert [len(seen) for seen in heard] == [1, 1, 1]
     change = heard[0][0]
     assert heard[1][0] is change and heard[2][0] is change
-    assert change.joined == tuple(f"user{n:03}" for n in range(200)) and change.left == () and change.count == 200
+    # at most NAMES_PER_CHANGE names each way; the count is exact
+    assert change.joined == tuple(f"user{n:03}" for n in range(NAMES_PER_CHANGE)) and change.count == 200
+    assert change.left == ()
+
+
+async def test_a_room_with_many_watchers_here_hears_less_often(presence: Presence) -> None:
+    """Five times WATCHERS_PER_WINDOW watchers: their window is five notify_delays (each change is a frame to
+    each of them), and changes in it are still one change."""
+    heard: list[PresenceChange] = []
+    presence.watch("hall", watcher(heard))
+    for _ in range(5 * WATCHERS_PER_WINDOW - 1):
+        presence.watch("hall", watcher([]))
+    await presence.join("hall", "ann")
+    await asyncio.sleep(presence.notify_delay * 2.5)
+    await presence.join("hall", "bob")
+    await asyncio.sleep(presence.notify_delay * 1.5)
+    assert heard == []  # four delays in: not yet
+    await asyncio.sleep(presence.notify_delay * 3)
+    assert [(c.joined, c.count) for c in heard] == [(("ann", "bob"), 2)]
 
 
 async def test_changes_after_a_notification_are_told_in_the_next(presence: Presence) -> None:
