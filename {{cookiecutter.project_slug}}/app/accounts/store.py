@@ -6,11 +6,20 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from .models import Room, RoomMember, Session, User
+
+# The reads of every handshake and join, built once (building a statement costs more than running it).
+_SESSION_ACCOUNT = (select(User.username, User.role, User.password_hash)
+                    .join(Session, Session.username == User.username)
+                    .where(Session.id == bindparam("sid"), User.username == bindparam("username"),
+                           Session.revoked.is_(False), Session.expires > bindparam("now")))
+_MAY_ENTER = select(Room.private, select(RoomMember.username).where(
+    RoomMember.room == Room.name, RoomMember.username == bindparam("username")).exists()).where(
+    Room.name == bindparam("room"))
 
 
 class NameTaken(ValueError):
@@ -78,12 +87,9 @@ class AccountStore:
     async def session_account(self, session_id: str, username: str) -> Account | None:
         """The account of a live session of ``username`` (exact name), in one query: every socket's
         handshake asks, thousands a second in a reconnect storm."""
-        query = (select(User.username, User.role, User.password_hash)
-                 .join(Session, Session.username == User.username)
-                 .where(Session.id == session_id, User.username == username, Session.revoked.is_(False),
-                        Session.expires > time.time()))
         async with self.engine.connect() as connection:
-            row = (await connection.execute(query)).first()
+            row = (await connection.execute(_SESSION_ACCOUNT, {"sid": session_id, "username": username,
+                                                               "now": time.time()})).first()
         return Account(row.username, row.role, row.password_hash) if row else None
 
     async def revoke_session(self, session_id: str) -> None:
@@ -116,10 +122,8 @@ class AccountStore:
 
     async def may_enter(self, room: str, username: str) -> bool:
         """Public (no private room of that name), or ``username`` is a member: one query per join."""
-        member = select(RoomMember.username).where(RoomMember.room == Room.name, RoomMember.username == username)
-        query = select(Room.private, member.exists()).where(Room.name == room)
         async with self.engine.connect() as connection:
-            row = (await connection.execute(query)).first()
+            row = (await connection.execute(_MAY_ENTER, {"room": room, "username": username})).first()
         return row is None or not row[0] or bool(row[1])
 
     async def private_rooms_hidden_from(self, username: str, names: list[str]) -> set[str]:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, delete, func, select, tuple_
+from sqlalchemy import Row, Table, bindparam, delete, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -28,6 +28,14 @@ ROOM, DIRECT = "room", "direct"
 MAX_BATCH = 256
 messages = cast(Table, Message.__table__)
 stream_seq = cast(Table, StreamSeq.__table__)
+# The reads of every (re)join, built once: building a statement costs more than running it on SQLite.
+_LAST_SEQ = select(stream_seq.c.seq).where(stream_seq.c.kind == bindparam("kind"),
+                                           stream_seq.c.stream == bindparam("stream"))
+_SINCE = (select(messages).where(messages.c.kind == bindparam("kind"), messages.c.stream == bindparam("stream"),
+                                 messages.c.seq > bindparam("after"))
+          .order_by(messages.c.seq).limit(bindparam("limit")))
+_LATEST = (select(messages).where(messages.c.kind == bindparam("kind"), messages.c.stream == bindparam("stream"))
+           .order_by(messages.c.id.desc()).limit(bindparam("limit")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +181,7 @@ class MessageStore:
         async with self.engine.connect() as connection:
             last = await self._last_seq(connection, kind, stream)  # first: a later commit only adds rows
             rows = (await connection.execute(
-                select(messages).where(messages.c.kind == kind, messages.c.stream == stream,
-                                       messages.c.seq > after_seq).order_by(messages.c.seq).limit(limit + 1))).all()
+                _SINCE, {"kind": kind, "stream": stream, "after": after_seq, "limit": limit + 1})).all()
         # empty and last > after_seq: pruned; last < after_seq: the client is ahead of this database
         complete = len(rows) <= limit and (rows[0].seq == after_seq + 1 if rows else last == after_seq)
         if not complete:
@@ -200,18 +207,15 @@ class MessageStore:
             return await self._last_seq(connection, kind, stream)
 
     async def _last_seq(self, connection: AsyncConnection, kind: str, stream: str) -> int:
-        seq = (await connection.execute(select(stream_seq.c.seq).where(
-            stream_seq.c.kind == kind, stream_seq.c.stream == stream))).scalar()
+        seq = (await connection.execute(_LAST_SEQ, {"kind": kind, "stream": stream})).scalar()
         return int(seq or 0)
 
     async def _page(self, kind: str, stream: str, before_id: int | None, limit: int) -> list[Stored]:
         if limit <= 0:
             return []
-        query = select(messages).where(messages.c.kind == kind, messages.c.stream == stream)
-        if before_id is not None:
-            query = query.where(messages.c.id < before_id)
+        query = _LATEST if before_id is None else _LATEST.where(messages.c.id < before_id)
         async with self.engine.connect() as connection:
-            rows = (await connection.execute(query.order_by(messages.c.id.desc()).limit(limit))).all()
+            rows = (await connection.execute(query, {"kind": kind, "stream": stream, "limit": limit})).all()
         return [Stored.from_row(row) for row in reversed(rows)]
 
     async def close(self) -> None:
