@@ -103,6 +103,7 @@ class Member(WebSocketClient):
             self.joining = []
 
     def on_text(self, data: bytes) -> None:
+        self.agent.read_bytes += len(data)
         if self.agent.impl == "ours":
             self._ours(data)
         else:
@@ -176,6 +177,7 @@ class Agent:
         self.errors: Counter[str] = Counter()
         self.closes: Counter[int] = Counter()
         self.burst_seen = 0  # burst messages read by the sockets that read
+        self.read_bytes = 0  # text payload read, by every socket of this agent
 
     def delivered(self, text: str) -> None:
         _, n, sent = text.split(":", 2)
@@ -300,13 +302,13 @@ class Agent:
             member.expected = False  # counted here, not among the sockets closed unasked
             member.resume_reading()
         deadline = time.monotonic() + timeout
-        quiet_since, last = time.monotonic(), -1
-        while time.monotonic() < deadline:  # until every one is closed or nothing changed for 2 s
+        quiet_since, last = time.monotonic(), (-1, -1)
+        while time.monotonic() < deadline:  # until every one is closed, or 2 s with no close and no byte read
             closed = sum(m.closed for m in members)
             if closed == len(members):
                 break
-            if closed != last:
-                quiet_since, last = time.monotonic(), closed
+            if (closed, self.read_bytes) != last:
+                quiet_since, last = time.monotonic(), (closed, self.read_bytes)
             elif time.monotonic() - quiet_since > 2:
                 break
             await asyncio.sleep(0.1)

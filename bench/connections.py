@@ -550,7 +550,8 @@ def run_case(impl: str, baked: Path, args: argparse.Namespace) -> Report:
         ms, bad = timeline.latencies(phase)
         rep.healthz_by_phase[phase] = {"p50": percentile(ms, 0.5), "max": max(ms, default=0.0), "failed": bad,
                                        "samples": len(ms) + bad}
-    rep.timeline = {"health": timeline.health, "rss": timeline.rss}
+    rep.timeline = {"health": [(round(t, 2), p, None if ms is None else round(ms, 1)) for t, p, ms in timeline.health],
+                    "rss": [(round(t, 2), p, kib) for t, p, kib in timeline.rss]}
     return rep
 
 
@@ -834,7 +835,7 @@ def main() -> None:
                "args": {k: str(v) for k, v in vars(args).items()}}
     json_path = args.json or (Path(args.out).with_suffix(".json") if args.out else None)
     if json_path is not None:
-        json_path.write_text(json.dumps(payload, indent=1))
+        json_path.write_text(json.dumps(payload, separators=(",", ":")) + "\n")  # one line: the timelines are long
     if args.out:
         doc = document(reports, args, command, started, commit)
         if args.note:
