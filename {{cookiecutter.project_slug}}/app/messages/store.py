@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, delete, func, select, tuple_
+from sqlalchemy import Row, Table, and_, bindparam, delete, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -31,8 +31,13 @@ stream_seq = cast(Table, StreamSeq.__table__)
 # The reads of every (re)join, built once: building a statement costs more than running it on SQLite.
 _LAST_SEQ = select(stream_seq.c.seq).where(stream_seq.c.kind == bindparam("kind"),
                                            stream_seq.c.stream == bindparam("stream"))
-_SINCE = (select(messages).where(messages.c.kind == bindparam("kind"), messages.c.stream == bindparam("stream"),
-                                 messages.c.seq > bindparam("after"))
+# the stream's last seq and the messages after ``after`` in one statement (one snapshot): a row with no
+# message when none follows, no row when the stream has none at all
+_SINCE = (select(stream_seq.c.seq.label("stream_last"), *messages.c)
+          .select_from(stream_seq.outerjoin(messages, and_(messages.c.kind == stream_seq.c.kind,
+                                                           messages.c.stream == stream_seq.c.stream,
+                                                           messages.c.seq > bindparam("after"))))
+          .where(stream_seq.c.kind == bindparam("kind"), stream_seq.c.stream == bindparam("stream"))
           .order_by(messages.c.seq).limit(bindparam("limit")))
 _LATEST = (select(messages).where(messages.c.kind == bindparam("kind"), messages.c.stream == bindparam("stream"))
            .order_by(messages.c.id.desc()).limit(bindparam("limit")))
@@ -179,9 +184,10 @@ class MessageStore:
         if limit <= 0:
             return [], False
         async with self.engine.connect() as connection:
-            last = await self._last_seq(connection, kind, stream)  # first: a later commit only adds rows
-            rows = (await connection.execute(
+            found = (await connection.execute(
                 _SINCE, {"kind": kind, "stream": stream, "after": after_seq, "limit": limit + 1})).all()
+        last = int(found[0].stream_last) if found else 0
+        rows = [row for row in found if row.id is not None]
         # empty and last > after_seq: pruned; last < after_seq: the client is ahead of this database
         complete = len(rows) <= limit and (rows[0].seq == after_seq + 1 if rows else last == after_seq)
         if not complete:
