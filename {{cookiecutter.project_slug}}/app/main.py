@@ -46,7 +46,7 @@ class ChatApp(FastAPI):
 
     async def chat_socket(self, websocket: WebSocket) -> None:
         state = self.state
-        await ChatConsumer(state.chat, state.accounts, state.access, state.handshakes)(websocket)
+        await state.consumer(state.chat, state.accounts, state.access, state.handshakes)(websocket)
 
 
 def create_app(settings: Settings | None = None) -> ChatApp:
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> ChatApp:
         engine = make_engine(database_url)
         service = await ChatService.start(settings)
         app.state.chat = service
+        app.state.consumer = ChatConsumer.configured(settings)
         app.state.accounts = Accounts(settings, engine)
         app.state.access = RoomAccess(app.state.accounts.store, service.presence)
         rate = settings.handshake_rate_per_address

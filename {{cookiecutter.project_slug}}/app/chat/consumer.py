@@ -21,6 +21,7 @@ from ..accounts.tokens import Identity, InvalidToken
 from ..channels.consumer import CLOSE_SLOW_CONSUMER, AsyncJsonWebSocketConsumer
 from ..messages.store import DIRECT, ROOM
 from ..metrics import CONNECTIONS, ERRORS, FRAMES_IN, FRAMES_OUT, SLOW_CONSUMERS
+from ..settings import Settings
 from .feed import Feed
 from .limits import AddressRate, TokenBucket, image_matches
 from .presence import PresenceChange
@@ -72,10 +73,18 @@ logger = logging.getLogger(__name__)
 
 
 class ChatConsumer(AsyncJsonWebSocketConsumer):
+    __slots__ = ("_auth_timer", "_delivered_jobs", "_expiry_timer", "_fills", "_idle_timer", "access", "accounts",
+                 "bucket", "direct_feed", "feeds", "handshakes", "identity", "last_seen", "pending_share", "rooms",
+                 "service", "settings", "shared_bytes", "strikes", "user")
+
+    @classmethod
+    def configured(cls, settings: Settings) -> type[ChatConsumer]:
+        """This class with the settings' outbox bounds as class attributes (a slotted socket has no dict)."""
+        return type(cls.__name__, (cls,), {"__slots__": (), "send_queue_size": settings.send_queue_size,
+                                           "send_queue_bytes": settings.send_queue_bytes,
+                                           "batch_frames": settings.send_batch_frames})
+
     def __init__(self, service: ChatService, accounts: Accounts, access: RoomAccess, handshakes: AddressRate) -> None:
-        self.send_queue_size = service.settings.send_queue_size  # type: ignore[misc]
-        self.send_queue_bytes = service.settings.send_queue_bytes  # type: ignore[misc]
-        self.batch_frames = service.settings.send_batch_frames  # type: ignore[misc]
         super().__init__(service.layer)
         self.service = service
         self.settings = service.settings
