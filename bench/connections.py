@@ -432,7 +432,7 @@ def storm_phase(case: Case, n: int) -> None:
     rep, args, agents = case.report, case.args, case.agents
     case.phase(f"storm {n}")
     before = snapshot(case.server)["workers"]
-    per_agent = [{"cids": cids, "timeout": float(args.storm_deadline), "attempt_timeout": 20.0}
+    per_agent = [{"cids": cids, "timeout": float(args.storm_deadline), "attempt_timeout": args.attempt_timeout}
                  for cids in case.split(range(args.clients - rep.storm, args.clients))]
     answers = agents.call("storm", case.budget(args.storm_deadline), per_agent)
     after = case.settle()
@@ -444,6 +444,7 @@ def storm_phase(case: Case, n: int) -> None:
         "refused": sum(v for k, v in failures.items() if k.startswith("refused")),
         "failed": sum(v for k, v in failures.items() if k.startswith("failed")), "failures": failures,
         "workers_restarted": len(set(before) - set(after["workers"])),
+        "client_cpu_pct": max(100 * a["cpu"] / a["wall"] for a in answers if a["wall"] > 0),
     })
     rep.leak[f"storm {n}"] = after
 
@@ -635,7 +636,9 @@ ROWS: list[Row] = [
      lambda r: (None, "; ".join(f"{phase}: " + ", ".join(f"{k} × {v:,}" for k, v in codes.items())
                                 for phase, codes in r.dropped_by_phase.items()) or "none")),
     ("server log: tracebacks (commonest exception)", "0", lambda r: (None, log_text(r))),
-    ("client CPU during connect, % of a core (busiest agent)", "", lambda r: num(r.client_cpu_pct)),
+    ("client CPU, % of a core (busiest agent): connect / each storm", "",
+     lambda r: (r.client_cpu_pct, " / ".join(f"{v:.0f}" for v in [r.client_cpu_pct,
+                                                                  *[s.get("client_cpu_pct", 0) for s in r.storms]]))),
     ("status", "", lambda r: (None, r.status)),
 ]
 
@@ -704,10 +707,13 @@ def plot(reports: list[Report], path: Path) -> Path | None:
     width = 0.8 / max(1, len(reports))
     for n, rep in enumerate(reports):
         xs = [i + (n - (len(reports) - 1) / 2) * width for i in range(len(rep.storms))]
-        axes[1][1].bar(xs, [s["seconds"] for s in rep.storms], width, color=colors[n], label=names[n])
+        axes[1][1].bar(xs, [s["seconds"] for s in rep.storms], width, color=colors[n], label=names[n],
+                       hatch=["//" if s["back"] < s["clients"] else "" for s in rep.storms], edgecolor="black",
+                       linewidth=0.5)
         axes[1][2].bar([i + (n - (len(reports) - 1) / 2) * width for i in range(3)],
                        [rep.bc_p50_ms, rep.bc_p99_ms, rep.bc_max_ms], width, color=colors[n], label=names[n])
-    axes[1][1].set(title=f"storm of {reports[0].storm:,}: s until all back (goal ≤ 15)", xlabel="storm")
+    axes[1][1].set(title=f"storm of {reports[0].storm:,}: s until all back (goal ≤ 15)",
+                   xlabel="storm (hatched: not all were back at the deadline)")
     storms = max((len(r.storms) for r in reports), default=0)
     axes[1][1].set_xticks(range(storms), [str(n + 1) for n in range(storms)])
     axes[1][1].axhline(15, color="grey", linestyle="--", linewidth=0.8)
@@ -754,9 +760,11 @@ def document(reports: list[Report], args: argparse.Namespace, command: str, star
         f"- **broadcast**: {args.broadcasts} messages, one at a time, from one member to the big room; latency per "
         "member from the send to its read (one monotonic clock).",
         "- **storm**: the last clients drop their sockets (RST) all at once and reconnect all at once (ours: auth + "
-        "join with `since` = the last seq seen; socket.io: connect + join), each retrying with backoff (0.5 s "
-        "doubling to 5 s); seconds until the last is back; refused = the server said no (a close code, an HTTP "
-        "status, ECONNREFUSED), failed = timeout or reset; workers restarted = worker pids that changed.",
+        "join with `since` = the last seq seen; socket.io: connect + join), each retrying with the page's backoff "
+        "(app.js: 0.25 s doubling to 10 s, jittered; a refusal is retried too), an attempt given up after "
+        f"{args.attempt_timeout:.0f} s; seconds until the last is back (the phase ends at "
+        f"{args.storm_deadline:.0f} s); refused = the server said no (a close code, an HTTP status, "
+        "ECONNREFUSED), failed = timeout or reset; workers restarted = worker pids that changed.",
         f"- **slow readers**: {args.slow:,} more clients with a 4 KiB receive buffer stop reading, in a room "
         f"that then gets {args.burst:,} messages of {args.burst_text} characters ({args.burst_rate:.0f}/s, from a "
         "member that reads); RSS per slow socket = the servers' peak RSS growth ÷ slow sockets (and the same of "
@@ -779,7 +787,7 @@ def document(reports: list[Report], args: argparse.Namespace, command: str, star
     ]
 
 
-def main() -> None:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--impl", default=",".join(IMPLS))
     parser.add_argument("--clients", type=int, default=20_000)
@@ -799,6 +807,8 @@ def main() -> None:
     parser.add_argument("--at-once", type=int, default=100, help="sockets connecting at a time (all agents)")
     parser.add_argument("--phase-deadline", type=float, default=600.0)
     parser.add_argument("--storm-deadline", type=float, default=120.0)
+    parser.add_argument("--attempt-timeout", type=float, default=20.0,
+                        help="seconds one storm reconnect may take before it is dropped and retried")
     parser.add_argument("--deadline", type=float, default=3000.0, help="max seconds per implementation")
     parser.add_argument("--project", type=Path, help="a baked copy of the template (default: bake one)")
     parser.add_argument("--peers-python", default=PEERS_PYTHON)
@@ -806,12 +816,55 @@ def main() -> None:
     parser.add_argument("--out", default=str(TEMPLATE / "docs" / "benchmarks" / "connections.md"),
                         help="the report (markdown; .json and .png beside it); '' writes none")
     parser.add_argument("--json", type=Path, help="the reports as JSON (default: beside --out)")
+    parser.add_argument("--from-json", type=Path, help="run nothing: write --out (and its plot) from a run's JSON")
     parser.add_argument("--note", default="")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs (default: summarised)")
     parser.add_argument("--commit", help="what the report names as measured (default: the template's HEAD)")
+    return parser
+
+
+def stored_args(parser: argparse.ArgumentParser, stored: dict[str, str]) -> argparse.Namespace:
+    """A run's arguments back from its JSON (kept as text), typed by the parser."""
+    argv: list[str] = []
+    for action in parser._actions:
+        value = stored.get(action.dest)
+        if value is None or value == "None" or not action.option_strings or action.dest in ("help", "from_json"):
+            continue
+        if action.nargs == 0:  # a flag
+            argv += [action.option_strings[0]] if value == "True" else []
+        else:
+            argv += [action.option_strings[0], value]
+    return parser.parse_args(argv)
+
+
+def write(reports: list[Report], args: argparse.Namespace, started: str, commit: str) -> None:
+    """The markdown report and its plot at ``args.out``."""
+    command = "python -m bench.connections " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+        if k in ("impl", "clients", "storm", "big_room", "slow", "burst", "agents") and v is not None)
+    doc = document(reports, args, command, started, commit)
+    if args.note:
+        doc += [args.note, ""]
+    picture = plot(reports, Path(args.out).with_suffix(".png"))
+    if picture is not None:
+        doc += [f"![RSS and /healthz over the phases, and the headline figures]({picture.name})", ""]
+    Path(args.out).write_text("\n".join(doc))
+
+
+def main() -> None:
+    parser = make_parser()
     args = parser.parse_args()
     if not 10 <= args.burst_text <= 4000:
         parser.error("--burst-text: 10 to 4,000 characters (the protocol's limit)")
+    if args.from_json:
+        payload = json.loads(args.from_json.read_text())
+        again = stored_args(parser, payload["args"])
+        again.out, again.note = args.out, args.note or again.note
+        reports = [Report(**r) for r in payload["reports"]]
+        print(table(reports))
+        if args.out:
+            write(reports, again, payload["started"], args.commit or payload["commit"])
+        return
 
     limit = raise_nofile()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -826,24 +879,14 @@ def main() -> None:
             summary = {k: v for k, v in rep.__dict__.items() if k != "timeline"}
             print(json.dumps(summary), flush=True)
             reports.append(rep)
-    body = table(reports)
-    print(body)
-    command = "python -m bench.connections " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-        if k in ("impl", "clients", "storm", "big_room", "slow", "burst", "agents") and v is not None)
+    print(table(reports))
     payload = {"started": started, "commit": commit, "nofile": limit, "reports": [r.__dict__ for r in reports],
                "args": {k: str(v) for k, v in vars(args).items()}}
     json_path = args.json or (Path(args.out).with_suffix(".json") if args.out else None)
     if json_path is not None:
         json_path.write_text(json.dumps(payload, separators=(",", ":")) + "\n")  # one line: the timelines are long
     if args.out:
-        doc = document(reports, args, command, started, commit)
-        if args.note:
-            doc += [args.note, ""]
-        picture = plot(reports, Path(args.out).with_suffix(".png"))
-        if picture is not None:
-            doc += [f"![RSS and /healthz over the phases, and the headline figures]({picture.name})", ""]
-        Path(args.out).write_text("\n".join(doc))
+        write(reports, args, started, commit)
 
 
 if __name__ == "__main__":

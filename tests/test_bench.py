@@ -122,6 +122,11 @@ def test_the_connections_table_sets_ours_beside_socketio(tmp_path: Path) -> None
     assert "| connect rate, sockets/s (connect + auth + join, 100 at a time) |  | 300 | 100 | 3x |" in body
     assert "| RSS per idle connection, KiB | ≤ 30 | 20.0 | 40.0 | 0.5x |" in body
     assert "| storm: attempts failed (each storm) | 0 | 1 | 1 | 1x |" in body
+    payload = {"started": "then", "commit": "abc", "reports": [r.__dict__ for r in rows],
+               "args": {"clients": "10", "storm": "5", "no_setup": "True", "project": "None"}}
+    (tmp_path / "run.json").write_text(json.dumps(payload))
+    harness("bench.connections", "--from-json", str(tmp_path / "run.json"), "--out", str(tmp_path / "re.md"))
+    assert "| RSS per idle connection, KiB | ≤ 30 | 20.0 | 40.0 | 0.5x |" in (tmp_path / "re.md").read_text()
     written = connections.plot(rows, tmp_path / "connections.png")
     if importlib.util.find_spec("matplotlib") is not None:
         assert written is not None and written.read_bytes().startswith(b"\x89PNG")
