@@ -15,9 +15,12 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from ..accounts.accounts import Accounts
 from ..accounts.rooms import Forbidden, RoomAccess
 from ..accounts.tokens import Identity, InvalidToken
+from ..channels import ChannelLayerError
 from ..channels.consumer import CLOSE_SLOW_CONSUMER, AsyncJsonWebSocketConsumer
 from ..messages.store import DIRECT, ROOM
 from ..metrics import CONNECTIONS, ERRORS, FRAMES_IN, FRAMES_OUT, SLOW_CONSUMERS
@@ -67,6 +70,9 @@ CLOSE_SESSION_ENDED = 4001
 CLOSE_TOKEN_EXPIRED = 4003
 CLOSE_LIMIT = 4008
 CLOSE_IDLE = 4408
+CLOSE_TRY_AGAIN = 1013  # also a slow consumer's (app/channels/consumer.py): either way, reconnect
+#: What a frame's handling may meet when the store or the broker is down or overloaded.
+BUSY_ERRORS = (SQLAlchemyError, ChannelLayerError, TimeoutError, OSError)
 #: How long a room message waits for the one before it before that one is read from the store.
 GAP_WAIT_SECONDS = 0.5
 logger = logging.getLogger(__name__)
@@ -136,8 +142,11 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
         if not isinstance(token, str):
             await self._refuse("auth", 'the first frame must be {"type": "auth", "token": "..."}', accepted=True)
             return
+        if self._auth_timer is not None:  # the client did its part in time; checking the token is ours
+            self._auth_timer.cancel()
         try:
-            identity = await self.accounts.verify(token)
+            async with self.service.store_gate:
+                identity = await self.accounts.verify(token)
         except InvalidToken as exc:
             await self._refuse("token", str(exc), accepted=True)
             return
@@ -145,8 +154,6 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
             limit = self.settings.max_connections_per_user
             await self._refuse("too_many_connections", f"{limit} sockets per user at most", CLOSE_LIMIT, accepted=True)
             return
-        if self._auth_timer is not None:
-            self._auth_timer.cancel()
         self.identity, self.user = identity, identity.user
         self.service.connections.add(self)
         # counted before the next await, so two handshakes of one user on this worker cannot both pass the check
@@ -218,7 +225,7 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
 
     # ------------------------------------------------------------------ client frames
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+    async def _receive(self, text_data: str | None, bytes_data: bytes | None) -> None:
         if self._closing:
             return
         self.last_seen = time.monotonic()
@@ -257,6 +264,14 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
         FRAMES_IN.inc(frame.type)
         await getattr(self, f"on_{frame.type}")(frame)
 
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            await self._receive(text_data, bytes_data)
+        except BUSY_ERRORS as exc:  # the store or the broker is down or overloaded: the client comes back later
+            ERRORS.labels(code="busy").inc()
+            logger.warning("closing a socket with 1013: %s (%s)", type(exc).__name__, str(exc).split("\n")[0][:200])
+            await self.close(CLOSE_TRY_AGAIN, "the server is busy: reconnect")
+
     async def receive_bytes(self, bytes_data: bytes) -> None:
         FRAMES_IN.inc("binary")
         if self.pending_share is None:
@@ -276,6 +291,10 @@ class ChatConsumer(AsyncJsonWebSocketConsumer):
                                                          "mime": mime, "data": bytes_data})
 
     async def on_join(self, frame: Join) -> None:
+        async with self.service.store_gate:
+            await self._join(frame)
+
+    async def _join(self, frame: Join) -> None:
         room = frame.room
         if not await self._may_enter(room):
             return

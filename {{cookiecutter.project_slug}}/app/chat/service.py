@@ -27,6 +27,10 @@ from .recent import Recent
 
 logger = logging.getLogger(__name__)
 PRUNE_INTERVAL_SECONDS = 3600.0
+#: Handshakes and joins reading the store at once, per worker. In a reconnect storm thousands arrive
+#: together; past the connection pool's size they would only queue inside it, where SQLAlchemy fails
+#: them after its 30 s pool timeout. Here they wait their turn instead, in order.
+STORE_GATE = 8
 
 
 def room_message(stored: Stored) -> dict[str, Any]:
@@ -57,6 +61,7 @@ class ChatService:
         self.presence = Presence(layer, self.worker_id, settings.presence_interval_seconds)
         self.connections: set[Connection] = set()
         self.encoded = Recent()  # message id -> frame text, encoded once for all receivers here
+        self.store_gate = asyncio.Semaphore(STORE_GATE)
 
     @classmethod
     async def start(cls, settings: Settings) -> ChatService:
