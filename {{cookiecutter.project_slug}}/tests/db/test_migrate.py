@@ -15,7 +15,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from app.db.engine import make_engine
-from app.db.migrate import alembic_config, migrate
+from app.db.migrate import alembic_config, migrate, script_heads
 from app.db.models import metadata
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +45,23 @@ async def test_migrated_schema_equals_the_models(database_url: str) -> None:
 async def test_a_second_run_applies_nothing(database_url: str) -> None:
     assert await migrate(database_url) == [head()]
     assert await migrate(database_url) == []
+
+
+def test_the_heads_read_from_the_scripts_are_alembics() -> None:
+    assert script_heads() == set(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+async def test_a_worker_finds_a_migrated_database_without_importing_alembic(database_url: str) -> None:
+    """Alembic stays out of a worker's memory when there is nothing to do (a fresh interpreter, like a worker)."""
+    assert await migrate(database_url) == [head()]
+    probe = ("import asyncio, json, sys\nfrom app.db.migrate import migrate\n"
+             "applied = asyncio.run(migrate(sys.argv[1]))\nprint(json.dumps([applied, 'alembic' in sys.modules]))")
+    done = await asyncio.create_subprocess_exec(sys.executable, "-c", probe, database_url, cwd=ROOT,
+                                                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(done.communicate(), 60)
+    assert done.returncode == 0, err.decode()[-2000:]
+    assert json.loads(out) == [[], False]
 
 
 @pytest.mark.slow
