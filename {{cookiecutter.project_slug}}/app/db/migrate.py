@@ -83,7 +83,8 @@ _REVISION = re.compile(r"^(down_)?revision\s*(?::[^=]+)?=\s*['\"]([^'\"]+)['\"]"
 
 def script_heads() -> set[str]:
     """The head revisions of the migration scripts, read as text (a revision no other one comes after)."""
-    revisions, parents = set(), set()
+    revisions: set[str] = set()
+    parents: set[str] = set()
     for script in (MIGRATIONS / "versions").glob("*.py"):
         for down, name in _REVISION.findall(script.read_text()):
             (parents if down else revisions).add(name)
