@@ -239,8 +239,13 @@ class Agent:
         return {"ok": len(live) - sum(failures.values()), "failures": dict(failures), "start": started,
                 "end": time.monotonic()}
 
-    async def say(self, cid: int, room: str, texts: list[str], rate: float = 0.0) -> dict[str, Any]:
-        """Send ``texts`` from ``cid`` to ``room``, at most ``rate`` a second (0: at once); ``{t}``: the send time."""
+    async def say(self, cid: int | None, room: str, texts: list[str], rate: float = 0.0) -> dict[str, Any]:
+        """Send ``texts`` from ``cid`` (None: any live member of ``room`` here) to ``room``, at most ``rate`` a
+        second (0: at once); ``{t}`` in a text: the send time."""
+        if cid is None:
+            cid = next((c for c, m in self.members.items() if m.live and room in m.rooms), None)
+        if cid is None or not self.members[cid].live:
+            raise RuntimeError(f"no open socket to send to {room} from")
         member, step = self.members[cid], max(1, int(rate / 10)) if rate else max(1, len(texts))
         started = time.monotonic()
         for n in range(0, len(texts), step):
@@ -248,7 +253,7 @@ class Agent:
                 await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
             for text in texts[n:n + step]:
                 member.say(room, text.replace("{t}", f"{time.monotonic():.6f}"))
-        return {"sent": len(texts)}
+        return {"sent": len(texts), "cid": cid}
 
     async def collect(self, n: int, room: str, timeout: float) -> dict[str, Any]:
         """The latencies of broadcast ``n``, once every live member of ``room`` here has it (or at the deadline)."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bench import connections
+from bench import conn_report
 from bench.layer_bench import ALL_BACKENDS, broker_answers
 from bench.project import check_project
 from bench.ws_load import Result, plot, table, verdict
@@ -110,15 +110,15 @@ def test_connections_short_connects_reconnects_and_delivers_to_all(project: Path
 
 
 def test_the_connections_table_sets_ours_beside_socketio(tmp_path: Path) -> None:
-    def report(impl: str, rate: float, kib: float) -> connections.Report:
-        rep = connections.Report(impl, 10, 2, 2, 10, 5, 2, 10, 1, connected=10, connect_rate=rate, kib_per_conn=kib)
+    def report(impl: str, rate: float, kib: float) -> conn_report.Report:
+        rep = conn_report.Report(impl, 10, 2, 2, 10, 5, 2, 10, 1, connected=10, connect_rate=rate, kib_per_conn=kib)
         rep.storms = [{"seconds": 1.5, "clients": 5, "dropped": 5, "back": 5, "refused": 0, "failed": 1,
                        "workers_restarted": 0}]
         rep.timeline = {"rss": [(0.0, "idle", 1024), (1.0, "connect", 2048)], "health": [(0.5, "idle", 2.0)]}
         return rep
 
     rows = [report("ours", 300.0, 20.0), report("socketio", 100.0, 40.0)]
-    body = connections.table(rows)
+    body = conn_report.table(rows)
     assert "| connect rate, sockets/s (connect + auth + join, 100 at a time) |  | 300 | 100 | 3x |" in body
     assert "| RSS per idle connection, KiB | ≤ 30 | 20.0 | 40.0 | 0.5x |" in body
     assert "| storm: attempts failed (each storm) | 0 | 1 | 1 | 1x |" in body
@@ -127,7 +127,7 @@ def test_the_connections_table_sets_ours_beside_socketio(tmp_path: Path) -> None
     (tmp_path / "run.json").write_text(json.dumps(payload))
     harness("bench.connections", "--from-json", str(tmp_path / "run.json"), "--out", str(tmp_path / "re.md"))
     assert "| RSS per idle connection, KiB | ≤ 30 | 20.0 | 40.0 | 0.5x |" in (tmp_path / "re.md").read_text()
-    written = connections.plot(rows, tmp_path / "connections.png")
+    written = conn_report.plot(rows, tmp_path / "connections.png")
     if importlib.util.find_spec("matplotlib") is not None:
         assert written is not None and written.read_bytes().startswith(b"\x89PNG")
 
