@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     #: A token with an unknown key id refetches the key set, at most once per this many seconds.
     oidc_refetch_cooldown_seconds: float = Field(30.0, ge=0)
     #: Seconds a new socket has to send its ``auth`` frame.
-    auth_timeout_seconds: float = Field(5.0, gt=0)
+    auth_timeout_seconds: float = Field(10.0, gt=0)
     login_attempts_per_username: int = Field(5, gt=0)
     login_attempts_per_address: int = Field(50, gt=0)
     login_throttle_window_seconds: float = Field(300.0, gt=0)

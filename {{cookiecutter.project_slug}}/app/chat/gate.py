@@ -3,10 +3,10 @@
 The origin, no token in the URL, the handshake rate per address, the ``auth`` frame (its deadline,
 the token, sockets per user), frame sizes, the frame rate, the idle and token-expiry timers, a
 logout, and a store or broker failure. Close codes (docs/protocol.md): 1008 policy (origin, token in
-the URL, no or a bad ``auth`` frame, rate limit), 1009 frame too big, 1013 try again (the store or
+the URL, a bad ``auth`` frame, rate limit), 1009 frame too big, 1013 try again (the store or
 broker is down or overloaded; also a slow reader's, app/channels/consumer.py), 4001 session ended
 (logout), 4003 token expired, 4008 a limit (sockets per user, handshakes per address, share budget),
-4408 idle.
+4408 idle (or no ``auth`` frame in time).
 """
 
 from __future__ import annotations
@@ -85,7 +85,9 @@ class GatedConsumer(AsyncJsonWebSocketConsumer):
             await self._refuse("handshake_rate", "too many new connections from your address", CLOSE_LIMIT)
             return
         await self.accept()
-        self._auth_timer = self._close_later(self.settings.auth_timeout_seconds, CLOSE_POLICY,
+        # 4408 like an idle socket, not 1008: under a reconnect storm a loaded worker may read a client's
+        # timely auth frame too late, and a page refused with 1008 asks its user to sign in again
+        self._auth_timer = self._close_later(self.settings.auth_timeout_seconds, CLOSE_IDLE,
                                              "no auth frame in time", "auth_timeout")
 
     async def _authenticate(self, text_data: str | None) -> None:
