@@ -133,6 +133,10 @@ class AsyncWebSocketConsumer:
                 self._transport.set_write_buffer_limits(high=self.write_buffer_bytes)
         self._flush_later()  # frames sent before the handshake
 
+    def client_gone(self) -> bool:
+        """The connection is closed or closing (the client left), as far as the server's transport knows."""
+        return self._transport is not None and self._transport.is_closing()
+
     async def send(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Send one frame now if the socket keeps up; else hold it (past the bounds: close with 1013)."""
         if not self._closing:

@@ -119,8 +119,9 @@ class ChatConsumer(GatedConsumer):
                                                          "mime": mime, "data": bytes_data})
 
     async def on_join(self, frame: Join) -> None:
-        async with self.service.store_gate:
-            await self._join(frame)
+        async with self.store_turn() as present:
+            if present:
+                await self._join(frame)
 
     async def _join(self, frame: Join) -> None:
         room = frame.room

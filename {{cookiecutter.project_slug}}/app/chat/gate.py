@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -38,6 +39,8 @@ CLOSE_SESSION_ENDED = 4001
 CLOSE_TOKEN_EXPIRED = 4003
 CLOSE_LIMIT = 4008
 CLOSE_IDLE = 4408
+#: The longest a handshake or a join waits for its turn at the store before the socket is told to come back.
+STORE_WAIT_SECONDS = 10.0
 #: What a frame's handling may meet when the store or the broker is down or overloaded.
 BUSY_ERRORS = (SQLAlchemyError, ChannelLayerError, TimeoutError, OSError)
 logger = logging.getLogger("app.chat.consumer")
@@ -103,7 +106,9 @@ class GatedConsumer(AsyncJsonWebSocketConsumer):
         if self._auth_timer is not None:  # the client did its part in time; checking the token is ours
             self._auth_timer.cancel()
         try:
-            async with self.service.store_gate:
+            async with self.store_turn() as present:
+                if not present:
+                    return
                 identity = await self.accounts.verify(token)
         except InvalidToken as exc:
             await self._refuse("token", str(exc), accepted=True)
@@ -199,6 +204,18 @@ class GatedConsumer(AsyncJsonWebSocketConsumer):
     async def send_json(self, content: Any) -> None:
         FRAMES_OUT.inc(str(content.get("type", "?")) if isinstance(content, dict) else "?")
         await super().send_json(content)
+
+    @contextlib.asynccontextmanager
+    async def store_turn(self) -> AsyncIterator[bool]:
+        """A turn at the store (``STORE_GATE`` at a time per worker), waited for at most ``STORE_WAIT_SECONDS``
+        (then ``TimeoutError``: 1013, reconnect later); whether the client is still there to be answered. In a
+        storm, clients that gave up would otherwise be served, in turn, long after they left."""
+        async with asyncio.timeout(STORE_WAIT_SECONDS):
+            await self.service.store_gate.acquire()
+        try:
+            yield not self.client_gone()
+        finally:
+            self.service.store_gate.release()
 
     async def disconnect(self, code: int) -> None:
         """The socket is gone: its timers stop and, if it was counted, it no longer is."""

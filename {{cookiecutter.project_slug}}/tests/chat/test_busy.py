@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 from starlette.websockets import WebSocketDisconnect
 
+from app.chat import gate
 from app.main import create_app
 from app.settings import Settings
 
@@ -69,3 +70,17 @@ def test_a_slow_token_check_is_not_the_clients_timeout(client: TestClient) -> No
     with client.websocket_connect("/ws") as socket:
         socket.send_json({"type": "auth", "token": token})
         assert socket.receive_json()["type"] == "welcome"
+
+
+def test_a_handshake_that_waits_too_long_for_the_store_is_told_to_come_back(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every turn at the store is taken (a storm) for longer than STORE_WAIT_SECONDS: 1013, not an endless queue."""
+    token = token_of(client, "queued")
+    monkeypatch.setattr(gate, "STORE_WAIT_SECONDS", 0.3)
+    state: Any = client.app.state  # type: ignore[attr-defined]
+    state.chat.store_gate = asyncio.Semaphore(0)  # nobody gets a turn
+    with client.websocket_connect("/ws") as socket:
+        socket.send_json({"type": "auth", "token": token})
+        with pytest.raises(WebSocketDisconnect) as closed:
+            socket.receive_json()
+    assert closed.value.code == 1013
