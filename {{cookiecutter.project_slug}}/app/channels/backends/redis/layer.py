@@ -83,6 +83,20 @@ class RedisEnv(BrokerEnv):
     sharded_pubsub: bool | None = None
 
 
+def _raise_if_cancelled() -> None:
+    """End a receive's read whose cancel a library swallowed, before its pop starts.
+
+    Python 3.11's ``asyncio.wait_for`` (redis-py sends with it when ``socket_timeout`` is set, as
+    while a Cluster loads its slot map in ``_op()``) returns the result of an inner send that finished
+    as the cancel landed, dropping the cancel. The receive that wanted this read has left: a pop
+    started now would take a message for a buffer nobody reads (issue seen: the first message of a
+    named channel lost on Redis Cluster).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class RedisChannelLayer(BaseChannelLayer):
     """Channels on Redis: standalone (``url``), sharded (``hosts``), Sentinel or Cluster."""
 
@@ -213,6 +227,7 @@ class RedisChannelLayer(BaseChannelLayer):
         this process holds a named channel's messages only while a receive waits for them."""
         key = self._named_key(channel)
         async with self._receive_slots, self._op():
+            _raise_if_cancelled()
             pop = asyncio.ensure_future(self._redis.for_key(key).blpop([key], timeout=self.receive_timeout))
             try:
                 result = await asyncio.shield(pop)
