@@ -396,29 +396,6 @@ async def test_restart_loses_nothing_acknowledged(server_root: Path, private_ser
         await asyncio.wait_for(receiver.receive(member), 0.5)
 
 
-async def test_callers_during_an_outage_share_one_connect_attempt(server_root: Path, prefix: str) -> None:
-    """Sends made together while NATS is down all fail within one attempt (``message_timeout``).
-
-    Each used to wait for the attempts of the callers before it, one after another: during an
-    outage /readyz answered after 15-20 s (a worker's presence and inbox tasks connect too).
-    """
-    down = NatsServer(server_root, "down")  # never started: nothing listens on its port
-    layer = nats_layer(prefix, [down.url], message_timeout=1)
-    try:
-        started = asyncio.get_running_loop().time()
-        results = await asyncio.gather(*(layer.send(f"test.down{n}", {"type": "m"}) for n in range(4)),
-                                       return_exceptions=True)
-        elapsed = asyncio.get_running_loop().time() - started
-        assert [type(result) for result in results] == [BrokerUnavailable] * 4, results
-        assert elapsed < 2.5, f"4 sends took {elapsed:.1f} s: one 1 s connect attempt each, in a row"
-        pending = asyncio.ensure_future(layer.send("test.down", {"type": "m"}))
-        await asyncio.sleep(0.2)  # in the attempt close() ends
-    finally:
-        await asyncio.wait_for(layer.close(), 5)
-    with pytest.raises(LayerClosed):
-        await pending
-
-
 async def test_cluster_node_killed_mid_run(server_root: Path, private_servers: list[NatsServer],
                                            layers: list[Any]) -> None:
     """Three routed JetStream servers, R3 streams; a node dies while messages flow: every group and

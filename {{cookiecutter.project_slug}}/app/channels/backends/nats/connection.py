@@ -50,7 +50,7 @@ class NATSConnection:
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
         self.connected = asyncio.Event()
-        self._attempt: asyncio.Future[JetStreamContext] | None = None
+        self._lock = asyncio.Lock()
 
     @property
     def where(self) -> str:
@@ -64,64 +64,42 @@ class NATSConnection:
         return self.nc
 
     async def connect(self) -> JetStreamContext:
-        """The JetStream context, connecting on first use.
-
-        Callers that come while an attempt runs share it, its failure included: queued one after
-        another, each waited for the attempts before its own (``timeout`` each), so during an outage
-        a send or /readyz answered after 15-20 s instead of ``timeout``.
-        """
+        """The JetStream context, connecting on first use."""
         if self.js is not None:
             return self.js
-        attempt = self._attempt
-        if attempt is None:
+        async with self._lock:
+            if self.js is not None:
+                return self.js
             self._check_open()
-            attempt = self._attempt = asyncio.ensure_future(self._connect())
-            attempt.add_done_callback(self._attempt_done)
-        try:
-            return await asyncio.shield(attempt)  # a caller that leaves does not end it for the others
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if attempt.cancelled() and task is not None and not task.cancelling():
-                self._check_open()  # close() ended the attempt: LayerClosed, not a cancel of this caller
-            raise
+            nc: Client = self.lib.nats.NATS()
 
-    def _attempt_done(self, attempt: asyncio.Future[JetStreamContext]) -> None:
-        self._attempt = None
-        if not attempt.cancelled():
-            attempt.exception()  # retrieved: a failure whose callers all left is no news
+            async def on_error(exc: Exception) -> None:
+                logger.debug("NATS error: %s", exc)
 
-    async def _connect(self) -> JetStreamContext:
-        nc: Client = self.lib.nats.NATS()
+            async def on_disconnect() -> None:
+                self.connected.clear()
+                if not self._is_closed():
+                    logger.warning("NATS connection lost; reconnecting")
 
-        async def on_error(exc: Exception) -> None:
-            logger.debug("NATS error: %s", exc)
+            async def on_reconnect() -> None:
+                self.connected.set()
+                logger.info("NATS reconnected to %s", nc.connected_url.hostname if nc.connected_url else "?")
 
-        async def on_disconnect() -> None:
-            self.connected.clear()
-            if not self._is_closed():
-                logger.warning("NATS connection lost; reconnecting")
-
-        async def on_reconnect() -> None:
+            try:
+                await asyncio.wait_for(nc.connect(
+                    servers=self.servers, name=self.name,
+                    allow_reconnect=True, max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.25,  # type: ignore[arg-type]  # annotated int, used as seconds
+                    connect_timeout=2, ping_interval=5, max_outstanding_pings=2,
+                    error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect,
+                ), self.timeout)
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+                raise BrokerUnavailable(f"cannot connect to NATS at {self.where}: {type(exc).__name__}") from exc
             self.connected.set()
-            logger.info("NATS reconnected to %s", nc.connected_url.hostname if nc.connected_url else "?")
-
-        try:
-            await asyncio.wait_for(nc.connect(
-                servers=self.servers, name=self.name,
-                allow_reconnect=True, max_reconnect_attempts=-1,
-                reconnect_time_wait=0.25,  # type: ignore[arg-type]  # annotated int, used as seconds
-                connect_timeout=2, ping_interval=5, max_outstanding_pings=2,
-                error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect,
-            ), self.timeout)
-        except BaseException as exc:  # cancelled too (close()): the half-made client goes
-            with contextlib.suppress(Exception):
-                await nc.close()
-            if not isinstance(exc, Exception):
-                raise
-            raise BrokerUnavailable(f"cannot connect to NATS at {self.where}: {type(exc).__name__}") from exc
-        self.connected.set()
-        self.nc = nc
-        self.js = nc.jetstream(timeout=min(self.timeout, 5.0))
+            self.nc = nc
+            self.js = nc.jetstream(timeout=min(self.timeout, 5.0))
         return self.js
 
     async def request_json(self, subject: str, body: dict[str, Any] | None = None, wait: float = 2.0) -> Any:
@@ -136,9 +114,6 @@ class NATSConnection:
 
     async def close(self) -> None:
         """Close the client; returns once its socket is closed."""
-        if self._attempt is not None:  # an attempt that succeeded now would leave a client open
-            self._attempt.cancel()
-            await asyncio.wait({self._attempt})
         nc, self.nc, self.js = self.nc, None, None
         if nc is not None:
             with contextlib.suppress(Exception):
