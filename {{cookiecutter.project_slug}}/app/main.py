@@ -21,8 +21,6 @@ from .chat.api import router
 from .chat.consumer import ChatConsumer
 from .chat.limits import AddressRate
 from .chat.service import ChatService
-from .db.engine import make_engine
-from .db.migrate import migrate
 from .logs import configure_logging
 from .settings import Settings, get_settings
 
@@ -57,13 +55,10 @@ def create_app(settings: Settings | None = None) -> ChatApp:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database_url = settings.database_url.get_secret_value()
-        await migrate(database_url)
-        engine = make_engine(database_url)
-        service = await ChatService.start(settings)
+        service = await ChatService.start(settings)  # migrates the database first, once across workers
         app.state.chat = service
         app.state.consumer = ChatConsumer.configured(settings)
-        app.state.accounts = Accounts(settings, engine)
+        app.state.accounts = Accounts(settings, service.store.engine)  # one engine and pool per worker
         app.state.access = RoomAccess(app.state.accounts.store, service.presence)
         rate = settings.handshake_rate_per_address
         app.state.handshakes = AddressRate(rate, max(1, int(rate * 10)))
@@ -77,7 +72,6 @@ def create_app(settings: Settings | None = None) -> ChatApp:
         finally:
             lifecycle.before_shutdown.remove(close_sockets)
             await service.stop()
-            await engine.dispose()
             telemetry.shutdown()
             error_reporting.flush()
 

@@ -20,18 +20,28 @@ def server_transport(send: Any) -> Any:
     return None if protocol is None else protocol.transport
 
 
-def raw_frame_writer(send: Any) -> Callable[[bytes], bool] | None:
+def accepted(send: Any) -> tuple[Any, Callable[[bytes], bool] | None]:
+    """What a consumer keeps of a socket uvicorn has just accepted, found in one walk of ``send``: the
+    server transport and a raw frame writer (each ``None`` under another server or protocol); and
+    uvicorn's parsed handshake, no longer needed, is let go."""
+    protocol = _server_protocol(send)
+    if protocol is None:
+        return None, None
+    _release_handshake(protocol)
+    return protocol.transport, _raw_frame_writer(protocol)
+
+
+def _raw_frame_writer(protocol: Any) -> Callable[[bytes], bool] | None:
     """A function that writes a whole, ready-made server frame to uvicorn's ``websockets-sansio``
-    socket, or ``None`` (another server or protocol): the caller then sends through ASGI.
+    socket, or ``None`` (another protocol): the caller then sends through ASGI.
 
     A server frame is not masked, so one frame's bytes serve every socket it goes to; going around
     ASGI saves each socket the per-frame work of uvicorn and websockets (encode, frame, join), which
     is most of a broadcast's cost. The function returns False, writing nothing, once the
     connection is no longer open (a close sent or received, the client gone).
     """
-    protocol = _server_protocol(send)
     conn: Any = getattr(protocol, "conn", None)
-    if protocol is None or not all(hasattr(protocol, name) for name in ("close_sent", "disconnected")) \
+    if not all(hasattr(protocol, name) for name in ("close_sent", "disconnected")) \
             or type(conn).__module__ != "websockets.server":
         return None
     from websockets.protocol import State
@@ -47,12 +57,11 @@ def raw_frame_writer(send: Any) -> Callable[[bytes], bool] | None:
     return write
 
 
-def release_handshake(send: Any) -> None:
+def _release_handshake(protocol: Any) -> None:
     """Let go of the handshake uvicorn's ``websockets-sansio`` protocol keeps after it is done: the
     parsed request and response (their headers twice over, ~4 KiB a socket). The ASGI scope keeps
     the request's headers; neither object is read again once the socket is accepted."""
-    protocol = _server_protocol(send)
-    if protocol is not None and getattr(protocol, "handshake_complete", False) and hasattr(protocol, "response"):
+    if getattr(protocol, "handshake_complete", False) and hasattr(protocol, "response"):
         protocol.request = protocol.response = None
 
 

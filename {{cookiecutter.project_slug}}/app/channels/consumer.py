@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from . import tracing
-from ._compat import raw_frame_writer, release_handshake, server_transport, websocket_send
+from ._compat import accepted, websocket_send
 from .base import BaseChannelLayer
 from .frames import frame_of
 from .tasks import cancel_and_wait
@@ -125,9 +125,7 @@ class AsyncWebSocketConsumer:
 
     async def accept(self, subprotocol: str | None = None) -> None:
         await self.websocket.accept(subprotocol=subprotocol)
-        self._transport = server_transport(websocket_send(self.websocket))
-        self._write_frame = raw_frame_writer(websocket_send(self.websocket))
-        release_handshake(websocket_send(self.websocket))
+        self._transport, self._write_frame = accepted(websocket_send(self.websocket))
         if self._transport is not None:
             with contextlib.suppress(Exception):
                 self._transport.set_write_buffer_limits(high=self.write_buffer_bytes)
@@ -245,7 +243,7 @@ class AsyncWebSocketConsumer:
         open for as long as the client keeps answering with a zero TCP window. So the transport is
         aborted when the close frame cannot be written, or is still unsent a grace period later.
         """
-        transport = self._transport or server_transport(websocket_send(self.websocket))
+        transport = self._transport
         sent = False
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1):

@@ -61,11 +61,10 @@ async def test_raw_frame_writer_writes_whole_frames_while_the_socket_is_open() -
 
     async def endpoint(websocket: WebSocket) -> None:
         await websocket.accept()
-        _compat.release_handshake(_compat.websocket_send(websocket))
+        transport, write = _compat.accepted(_compat.websocket_send(websocket))
         protocol = _compat._server_protocol(_compat.websocket_send(websocket))
         released.extend([protocol.request, protocol.response])
-        write = _compat.raw_frame_writer(_compat.websocket_send(websocket))
-        assert write is not None
+        assert write is not None and transport is protocol.transport
         assert write(frame_of("héllo")) and write(frame_of(b"\x00\x01")) and write(frame_of("x" * 70_000))
         await websocket.send_text("through ASGI")
         assert write(frame_of("y" * 300))
@@ -104,8 +103,8 @@ async def test_the_lean_protocol_keeps_its_events_in_a_local_queue() -> None:
     assert isinstance(protocol.queue, LocalQueue)
 
 
-def test_raw_frame_writer_of_something_else_is_none() -> None:
-    assert _compat.raw_frame_writer(print) is None
+def test_accepted_of_something_else_is_nothing() -> None:
+    assert _compat.accepted(print) == (None, None)
 
 
 def test_server_transport_of_something_else_is_none() -> None:
